@@ -1,0 +1,323 @@
+//! `bufaio.yaml`: the one configuration file. Pure parsing and validation; the
+//! only I/O is reading the file itself in [`Config::load`].
+
+use crate::yaml;
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+pub const DEFAULT_FILE: &str = "bufaio.yaml";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub kernel: KernelConfig,
+    /// Quilt-style series file; patches are named relative to its directory.
+    pub series: PathBuf,
+    pub kconfig: KconfigConfig,
+    #[serde(default)]
+    pub qemu: QemuConfig,
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    #[serde(default)]
+    pub disks: Disks,
+    #[serde(default)]
+    pub tests: TestsConfig,
+    /// File of regular expressions: console splats matching one are reported
+    /// but do not fail the run.
+    #[serde(default)]
+    pub splat_allowlist: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KernelConfig {
+    /// Human-readable version, recorded in manifests.
+    pub version: String,
+    /// Tried in order; the first one available wins. A checksum mismatch is an
+    /// error, never a reason to try the next source.
+    pub sources: Vec<Source>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Source {
+    /// Debian's `linux-source-X.Y` package: `apt-get download` + `dpkg-deb -x`.
+    Debian {
+        package: String,
+        version: String,
+        /// sha256 of the .deb.
+        sha256: String,
+    },
+    /// A tarball URL (`https://`, `http://` or `file://`).
+    Url { url: String, sha256: String },
+    /// A tarball on the local disk.
+    Tarball { path: PathBuf, sha256: String },
+    /// A local kernel git tree and a ref; the tree itself is never modified.
+    Git {
+        path: PathBuf,
+        #[serde(rename = "ref")]
+        git_ref: String,
+    },
+}
+
+impl Source {
+    pub fn describe(&self) -> String {
+        match self {
+            Source::Debian {
+                package, version, ..
+            } => format!("debian {package}={version}"),
+            Source::Url { url, .. } => format!("url {url}"),
+            Source::Tarball { path, .. } => format!("tarball {}", path.display()),
+            Source::Git { path, git_ref } => format!("git {}@{git_ref}", path.display()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KconfigConfig {
+    /// Fragments merged onto tinyconfig for every flavor.
+    pub base: Vec<PathBuf>,
+    /// Extra fragments per flavor name (`default` must exist).
+    pub flavors: std::collections::BTreeMap<String, Vec<PathBuf>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Accel {
+    /// KVM if /dev/kvm opens and a probe boot reaches init, else TCG.
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QemuConfig {
+    pub binary: String,
+    pub memory_mib: u32,
+    pub cpus: u32,
+    pub accel: Accel,
+    /// Appended to the kernel command line.
+    pub append: String,
+}
+
+impl Default for QemuConfig {
+    fn default() -> Self {
+        QemuConfig {
+            binary: "qemu-system-x86_64".into(),
+            memory_mib: 1024,
+            cpus: 2,
+            accel: Accel::Auto,
+            append: String::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeouts {
+    /// From QEMU start until the guest prints its ready marker.
+    pub boot_s: u64,
+    /// Longest time without any console or result output.
+    pub silence_s: u64,
+    /// Per guest test, enforced inside the guest.
+    pub test_s: u64,
+    /// Whole VM run.
+    pub overall_s: u64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            boot_s: 60,
+            silence_s: 180,
+            test_s: 120,
+            overall_s: 1800,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Disks {
+    /// Size of each ext2 / ext3 test disk, created fresh for every run.
+    pub size_mib: u32,
+}
+
+impl Default for Disks {
+    fn default() -> Self {
+        Disks { size_mib: 128 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TestsConfig {
+    /// Glob patterns over guest test names; empty means all.
+    pub filter: Vec<String>,
+}
+
+impl Config {
+    /// Read and validate `path`. Relative paths inside are resolved against
+    /// the file's directory.
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path).with_context(|| {
+            format!(
+                "cannot read config file {} (run from the bufaio checkout or pass --config)",
+                path.display()
+            )
+        })?;
+        let mut cfg = Config::parse(&text, path)?;
+        let base = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let base = if base.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            base
+        };
+        cfg.resolve_paths(&base);
+        Ok(cfg)
+    }
+
+    /// Parse and validate without touching the file system.
+    pub fn parse(text: &str, origin: &Path) -> Result<Config> {
+        let cfg: Config = yaml::from_str(text, origin)?;
+        cfg.validate(origin)?;
+        Ok(cfg)
+    }
+
+    fn validate(&self, origin: &Path) -> Result<()> {
+        let o = origin.display();
+        if self.kernel.sources.is_empty() {
+            bail!("{o}: kernel.sources is empty: list at least one kernel source");
+        }
+        for (i, s) in self.kernel.sources.iter().enumerate() {
+            let sha = match s {
+                Source::Debian { sha256, .. }
+                | Source::Url { sha256, .. }
+                | Source::Tarball { sha256, .. } => Some(sha256),
+                Source::Git { .. } => None,
+            };
+            if let Some(sha) = sha {
+                if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    bail!(
+                        "{o}: kernel.sources[{i}].sha256 must be 64 hex digits, got {sha:?} ({})",
+                        s.describe()
+                    );
+                }
+            }
+            if let Source::Url { url, .. } = s {
+                if !(url.starts_with("https://")
+                    || url.starts_with("http://")
+                    || url.starts_with("file://"))
+                {
+                    bail!("{o}: kernel.sources[{i}].url must start with https://, http:// or file://, got {url:?}");
+                }
+            }
+        }
+        if !self.kconfig.flavors.contains_key("default") {
+            bail!("{o}: kconfig.flavors must define a `default` flavor");
+        }
+        if self.qemu.cpus == 0 || self.qemu.memory_mib < 256 {
+            bail!("{o}: qemu.cpus must be ≥ 1 and qemu.memory_mib ≥ 256");
+        }
+        let t = &self.timeouts;
+        if t.boot_s == 0 || t.silence_s == 0 || t.test_s == 0 || t.overall_s == 0 {
+            bail!("{o}: every timeouts.* value must be > 0 seconds");
+        }
+        if self.disks.size_mib < 16 {
+            bail!("{o}: disks.size_mib must be ≥ 16");
+        }
+        Ok(())
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.series);
+        self.kconfig.base.iter_mut().for_each(fix);
+        for v in self.kconfig.flavors.values_mut() {
+            v.iter_mut().for_each(fix);
+        }
+        if let Some(p) = self.splat_allowlist.as_mut() {
+            fix(p);
+        }
+        for s in &mut self.kernel.sources {
+            match s {
+                Source::Tarball { path, .. } | Source::Git { path, .. } => fix(path),
+                _ => {}
+            }
+        }
+    }
+
+    /// Fragments for `flavor`: base first, then the flavor's own.
+    pub fn fragments(&self, flavor: &str) -> Result<Vec<PathBuf>> {
+        let extra = self.kconfig.flavors.get(flavor).with_context(|| {
+            format!(
+                "unknown flavor {flavor:?}: kconfig.flavors defines {:?}",
+                self.kconfig.flavors.keys().collect::<Vec<_>>()
+            )
+        })?;
+        Ok(self.kconfig.base.iter().chain(extra).cloned().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = include_str!("../../bufaio.yaml");
+
+    #[test]
+    fn shipped_config_parses() {
+        let c = Config::parse(GOOD, Path::new("bufaio.yaml")).unwrap();
+        assert!(matches!(c.kernel.sources[0], Source::Debian { .. }));
+        assert!(c.kconfig.flavors.contains_key("debug"));
+        assert_eq!(c.fragments("debug").unwrap().len(), 2);
+        assert!(c.fragments("nope").is_err());
+    }
+
+    #[test]
+    fn unknown_key_named_with_line() {
+        let text = GOOD.replace("qemu:\n", "qemu:\n  memroy_mib: 5\n");
+        let e = Config::parse(&text, Path::new("x.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("memroy_mib"), "{e}");
+        let line = text.lines().position(|l| l.contains("memroy_mib")).unwrap() + 1;
+        assert!(e.starts_with(&format!("x.yaml:{line}:")), "{e}");
+    }
+
+    #[test]
+    fn unknown_key_in_source_variant() {
+        let text = GOOD.replacen("    package:", "    pakage: x\n    package:", 1);
+        let e = Config::parse(&text, Path::new("x.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("pakage"), "{e}");
+    }
+
+    #[test]
+    fn bad_yaml_and_bad_values() {
+        let e = Config::parse("kernel: [", Path::new("b.yaml")).unwrap_err();
+        assert!(e.to_string().starts_with("b.yaml:"), "{e}");
+        let text = GOOD.replacen("sha256: e849", "sha256: zz49", 1);
+        let e = Config::parse(&text, Path::new("b.yaml")).unwrap_err();
+        assert!(e.to_string().contains("64 hex digits"), "{e}");
+        let e = Config::parse("series: x\n", Path::new("b.yaml")).unwrap_err();
+        assert!(e.to_string().contains("kernel"), "{e}");
+    }
+
+    #[test]
+    fn missing_file_is_named() {
+        let e = Config::load(Path::new("/nonexistent/bufaio.yaml")).unwrap_err();
+        assert!(format!("{e:#}").contains("/nonexistent/bufaio.yaml"));
+    }
+}
