@@ -1,0 +1,575 @@
+//! Raw Linux native AIO (`io_setup`/`io_submit`/`io_getevents`/`io_destroy`)
+//! and a safe [`Ring`] on top that owns every in-flight request's memory
+//! and feeds the shared invariant checker ([`crate::invariants::Tracker`]).
+//!
+//! Memory safety model: the kernel writes into `aio_buf` asynchronously, so
+//! an [`Op`] (iocb + its buffer + its iovecs) is moved into the [`Ring`] on
+//! submission and only handed back with its completion event. Dropping a
+//! `Ring` calls `io_destroy`, which waits for all in-flight requests, before
+//! freeing their buffers.
+
+use std::alloc::Layout;
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::RawFd;
+use std::time::{Duration, Instant};
+
+use crate::invariants::Tracker;
+
+pub const IOCB_CMD_PREAD: u16 = 0;
+pub const IOCB_CMD_PWRITE: u16 = 1;
+pub const IOCB_CMD_FSYNC: u16 = 2;
+pub const IOCB_CMD_FDSYNC: u16 = 3;
+pub const IOCB_CMD_PREADV: u16 = 7;
+pub const IOCB_CMD_PWRITEV: u16 = 8;
+
+/// `aio_flags`: signal `aio_resfd` (an eventfd) on completion.
+pub const IOCB_FLAG_RESFD: u32 = 1;
+
+/// `struct iocb` from `<linux/aio_abi.h>` (little-endian layout).
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Iocb {
+    pub aio_data: u64,
+    pub aio_key: u32,
+    pub aio_rw_flags: i32,
+    pub aio_lio_opcode: u16,
+    pub aio_reqprio: i16,
+    pub aio_fildes: u32,
+    pub aio_buf: u64,
+    pub aio_nbytes: u64,
+    pub aio_offset: i64,
+    pub aio_reserved2: u64,
+    pub aio_flags: u32,
+    pub aio_resfd: u32,
+}
+
+/// `struct io_event` from `<linux/aio_abi.h>`.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct IoEvent {
+    pub data: u64,
+    pub obj: u64,
+    pub res: i64,
+    pub res2: i64,
+}
+
+const _: () = assert!(std::mem::size_of::<Iocb>() == 64);
+const _: () = assert!(std::mem::size_of::<IoEvent>() == 32);
+
+fn syscall_result(ret: libc::c_long) -> io::Result<libc::c_long> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// `io_setup(nr, &ctx)` with `ctx` initialised to `initial` (the kernel
+/// requires 0; anything else must give EINVAL).
+pub fn io_setup_with_initial(nr: u32, initial: u64) -> io::Result<u64> {
+    let mut ctx: libc::c_ulong = initial as libc::c_ulong;
+    // SAFETY: `ctx` is a valid, writable aio_context_t for the kernel to fill.
+    syscall_result(unsafe { libc::syscall(libc::SYS_io_setup, nr, &mut ctx) })?;
+    Ok(ctx as u64)
+}
+
+/// `io_setup(nr)`: returns the context id.
+pub fn io_setup(nr: u32) -> io::Result<u64> {
+    io_setup_with_initial(nr, 0)
+}
+
+/// `io_destroy(ctx)`. Blocks until all in-flight requests have completed.
+///
+/// Destroying a context that a live [`Ring`] owns is memory-safe (the kernel
+/// waits for in-flight IO before returning) but makes that Ring useless.
+pub fn io_destroy(ctx: u64) -> io::Result<()> {
+    // SAFETY: io_destroy takes a plain integer; the kernel validates it.
+    syscall_result(unsafe { libc::syscall(libc::SYS_io_destroy, ctx as libc::c_ulong) }).map(|_| ())
+}
+
+/// `io_getevents(ctx, min_nr, events.len(), events, timeout)`.
+/// `timeout == None` blocks until `min_nr` events are available.
+pub fn io_getevents(
+    ctx: u64,
+    min_nr: usize,
+    events: &mut [IoEvent],
+    timeout: Option<Duration>,
+) -> io::Result<usize> {
+    let ts = timeout.map(|t| libc::timespec {
+        tv_sec: t.as_secs() as libc::time_t,
+        tv_nsec: t.subsec_nanos() as libc::c_long,
+    });
+    let ts_ptr = ts
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: `events` is a valid writable array of `events.len()` io_events
+    // (repr(C), matching the kernel ABI); `ts_ptr` is NULL or points at a
+    // live timespec. The kernel writes only within the call.
+    let n = syscall_result(unsafe {
+        libc::syscall(
+            libc::SYS_io_getevents,
+            ctx as libc::c_ulong,
+            min_nr as libc::c_long,
+            events.len() as libc::c_long,
+            events.as_mut_ptr(),
+            ts_ptr,
+        )
+    })?;
+    Ok(n as usize)
+}
+
+/// `io_submit` of a single `IOCB_CMD_FSYNC` iocb on `fd` to an arbitrary
+/// (possibly bogus or destroyed) context id. Memory-safe whatever `ctx` is:
+/// an fsync iocb carries no buffer, and the kernel copies the iocb itself
+/// during the call.
+pub fn io_submit_fsync_probe(ctx: u64, fd: RawFd) -> io::Result<usize> {
+    let mut iocb = Iocb {
+        aio_lio_opcode: IOCB_CMD_FSYNC,
+        aio_fildes: fd as u32,
+        ..Default::default()
+    };
+    let mut ptrs = [&mut iocb as *mut Iocb];
+    // SAFETY: `ptrs` is a valid array of one pointer to a live iocb with no
+    // buffer attached; the kernel copies it during the call.
+    let n = syscall_result(unsafe {
+        libc::syscall(
+            libc::SYS_io_submit,
+            ctx as libc::c_ulong,
+            1 as libc::c_long,
+            ptrs.as_mut_ptr(),
+        )
+    })?;
+    Ok(n as usize)
+}
+
+/// A zeroed heap buffer with a chosen alignment (for O_DIRECT).
+pub struct AlignedBuf {
+    ptr: *mut u8,
+    layout: Layout,
+}
+
+impl AlignedBuf {
+    pub fn new(len: usize, align: usize) -> io::Result<AlignedBuf> {
+        let layout = Layout::from_size_align(len.max(1), align)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        // SAFETY: layout has non-zero size.
+        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+        if ptr.is_null() {
+            return Err(io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                format!("cannot allocate {len} bytes aligned to {align}"),
+            ));
+        }
+        Ok(AlignedBuf { ptr, layout })
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: `ptr` is a live allocation of `layout.size()` initialised
+        // (zeroed) bytes owned by self.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.layout.size()) }
+    }
+
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as above, and `&mut self` guarantees exclusive access.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.layout.size()) }
+    }
+}
+
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        // SAFETY: `ptr` was allocated with exactly `layout` and not freed yet.
+        unsafe { std::alloc::dealloc(self.ptr, self.layout) }
+    }
+}
+
+enum Mem {
+    None,
+    Vec(Vec<u8>),
+    Aligned(AlignedBuf, usize),
+}
+
+impl Mem {
+    fn slice(&self) -> &[u8] {
+        match self {
+            Mem::None => &[],
+            Mem::Vec(v) => v,
+            Mem::Aligned(a, len) => &a.as_slice()[..*len],
+        }
+    }
+}
+
+/// Byte used to pre-fill read buffers so untouched bytes are recognisable.
+pub const READ_POISON: u8 = 0xA5;
+
+/// One AIO request: the iocb plus the memory it points at.
+pub struct Op {
+    iocb: Box<Iocb>,
+    mem: Mem,
+    iov: Vec<libc::iovec>,
+}
+
+impl Op {
+    fn new(opcode: u16, fd: RawFd, offset: u64) -> Op {
+        Op {
+            iocb: Box::new(Iocb {
+                aio_lio_opcode: opcode,
+                aio_fildes: fd as u32,
+                aio_offset: offset as i64,
+                ..Default::default()
+            }),
+            mem: Mem::None,
+            iov: Vec::new(),
+        }
+    }
+
+    fn attach_flat(mut self, mem: Mem) -> Op {
+        let s = mem.slice();
+        self.iocb.aio_buf = s.as_ptr() as u64;
+        self.iocb.aio_nbytes = s.len() as u64;
+        self.mem = mem;
+        self
+    }
+
+    fn attach_vectored(mut self, mem: Mem, segs: &[usize]) -> Op {
+        let s = mem.slice();
+        let base = s.as_ptr() as *mut u8;
+        let mut at = 0usize;
+        let mut iov = Vec::with_capacity(segs.len());
+        for &len in segs {
+            let len = len.min(s.len() - at);
+            iov.push(libc::iovec {
+                // Pointer arithmetic only (no dereference); stays within `s`.
+                iov_base: base.wrapping_add(at) as *mut libc::c_void,
+                iov_len: len,
+            });
+            at += len;
+        }
+        self.iocb.aio_buf = iov.as_ptr() as u64;
+        self.iocb.aio_nbytes = iov.len() as u64;
+        self.iov = iov;
+        self.mem = mem;
+        self
+    }
+
+    /// Buffered (or whatever `fd` was opened with) read of `len` bytes.
+    pub fn pread(fd: RawFd, offset: u64, len: usize) -> Op {
+        Op::new(IOCB_CMD_PREAD, fd, offset).attach_flat(Mem::Vec(vec![READ_POISON; len]))
+    }
+
+    /// Read into a buffer aligned to `align` (for O_DIRECT).
+    pub fn pread_aligned(fd: RawFd, offset: u64, len: usize, align: usize) -> io::Result<Op> {
+        let mut buf = AlignedBuf::new(len, align)?;
+        buf.as_mut_slice().fill(READ_POISON);
+        Ok(Op::new(IOCB_CMD_PREAD, fd, offset).attach_flat(Mem::Aligned(buf, len)))
+    }
+
+    /// Vectored read: the buffer is split into segments of the given sizes
+    /// (the total buffer is the sum).
+    pub fn preadv(fd: RawFd, offset: u64, segs: &[usize]) -> Op {
+        let total: usize = segs.iter().sum();
+        Op::new(IOCB_CMD_PREADV, fd, offset)
+            .attach_vectored(Mem::Vec(vec![READ_POISON; total]), segs)
+    }
+
+    pub fn pwrite(fd: RawFd, offset: u64, data: Vec<u8>) -> Op {
+        Op::new(IOCB_CMD_PWRITE, fd, offset).attach_flat(Mem::Vec(data))
+    }
+
+    /// Vectored write of `data` split into segments of the given sizes
+    /// (a remainder beyond the segments is not written).
+    pub fn pwritev(fd: RawFd, offset: u64, data: Vec<u8>, segs: &[usize]) -> Op {
+        Op::new(IOCB_CMD_PWRITEV, fd, offset).attach_vectored(Mem::Vec(data), segs)
+    }
+
+    pub fn fsync(fd: RawFd) -> Op {
+        Op::new(IOCB_CMD_FSYNC, fd, 0)
+    }
+
+    pub fn fdsync(fd: RawFd) -> Op {
+        Op::new(IOCB_CMD_FDSYNC, fd, 0)
+    }
+
+    /// An iocb with an arbitrary opcode and no buffer (NULL, 0 bytes): safe
+    /// whatever the kernel does with it. For error-path tests.
+    pub fn raw(opcode: u16, fd: RawFd) -> Op {
+        Op::new(opcode, fd, 0)
+    }
+
+    pub fn with_data(mut self, data: u64) -> Op {
+        self.iocb.aio_data = data;
+        self
+    }
+
+    pub fn with_resfd(mut self, efd: RawFd) -> Op {
+        self.iocb.aio_flags |= IOCB_FLAG_RESFD;
+        self.iocb.aio_resfd = efd as u32;
+        self
+    }
+
+    pub fn with_reserved2(mut self, v: u64) -> Op {
+        self.iocb.aio_reserved2 = v;
+        self
+    }
+
+    pub fn with_rw_flags(mut self, flags: i32) -> Op {
+        self.iocb.aio_rw_flags = flags;
+        self
+    }
+
+    /// The iocb's user address (what `io_event.obj` must equal).
+    pub fn obj(&self) -> u64 {
+        &*self.iocb as *const Iocb as u64
+    }
+
+    pub fn data(&self) -> u64 {
+        self.iocb.aio_data
+    }
+
+    pub fn opcode(&self) -> u16 {
+        self.iocb.aio_lio_opcode
+    }
+
+    pub fn offset(&self) -> u64 {
+        self.iocb.aio_offset as u64
+    }
+
+    /// Total bytes this request transfers (sum of segments if vectored).
+    pub fn nbytes(&self) -> usize {
+        if self.iov.is_empty() {
+            self.iocb.aio_nbytes as usize
+        } else {
+            self.iov.iter().map(|v| v.iov_len).sum()
+        }
+    }
+
+    /// The request's buffer (read result after completion).
+    pub fn buf(&self) -> &[u8] {
+        self.mem.slice()
+    }
+}
+
+/// Result of one `io_submit` call.
+pub struct Submit {
+    /// How many iocbs the kernel accepted (from the front).
+    pub accepted: usize,
+    /// The error io_submit returned (only when it accepted none).
+    pub error: Option<io::Error>,
+    /// The ops that were not accepted, in order.
+    pub rejected: Vec<Op>,
+}
+
+/// A completion, with the op it belongs to (None for a stray or duplicate
+/// event, which the tracker has already recorded as a violation).
+pub struct Completion {
+    pub event: IoEvent,
+    pub op: Option<Op>,
+}
+
+impl Completion {
+    /// Checks `res == expected`, with a readable error.
+    pub fn expect_res(&self, expected: i64) -> Result<(), String> {
+        if self.event.res == expected {
+            return Ok(());
+        }
+        let what = self.op.as_ref().map_or_else(
+            || format!("data={:#x}", self.event.data),
+            |op| {
+                format!(
+                    "opcode={} offset={} len={} data={:#x}",
+                    op.opcode(),
+                    op.offset(),
+                    op.nbytes(),
+                    op.data()
+                )
+            },
+        );
+        Err(format!(
+            "{what}: res={} ({}), expected {}",
+            self.event.res,
+            describe_res(self.event.res),
+            expected
+        ))
+    }
+
+    pub fn op(&self) -> Result<&Op, String> {
+        self.op
+            .as_ref()
+            .ok_or_else(|| format!("event data={:#x} has no matching iocb", self.event.data))
+    }
+}
+
+/// "N bytes" or "-EINVAL" style description of an event result.
+pub fn describe_res(res: i64) -> String {
+    if res >= 0 {
+        format!("{res} bytes")
+    } else {
+        format!("-{}", crate::sys::errno_name((-res) as i32))
+    }
+}
+
+/// An AIO context plus tracking of everything submitted and reaped.
+pub struct Ring {
+    ctx: u64,
+    inflight: HashMap<u64, Op>,
+    tracker: Tracker,
+    /// Set once io_destroy succeeded: the kernel is done with all buffers.
+    destroyed: bool,
+}
+
+impl Ring {
+    pub fn new(nr_events: u32) -> Result<Ring, String> {
+        let ctx = io_setup(nr_events).map_err(|e| format!("io_setup({nr_events}): {e}"))?;
+        Ok(Ring {
+            ctx,
+            inflight: HashMap::new(),
+            tracker: Tracker::default(),
+            destroyed: false,
+        })
+    }
+
+    pub fn id(&self) -> u64 {
+        self.ctx
+    }
+
+    /// One `io_submit` call with all `ops`.
+    pub fn submit(&mut self, ops: Vec<Op>) -> Submit {
+        let mut ptrs: Vec<*mut Iocb> = Vec::with_capacity(ops.len());
+        let mut ops = ops;
+        for op in ops.iter_mut() {
+            ptrs.push(&mut *op.iocb as *mut Iocb);
+        }
+        // SAFETY: every pointer refers to a boxed iocb whose buffer/iovecs
+        // are owned by the same Op. Accepted ops are moved into
+        // `self.inflight` below (their heap addresses do not change) and are
+        // kept alive until their completion is reaped or the context is
+        // destroyed (Drop), so the kernel never touches freed memory.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_io_submit,
+                self.ctx as libc::c_ulong,
+                ptrs.len() as libc::c_long,
+                ptrs.as_mut_ptr(),
+            )
+        };
+        let (accepted, error) = if ret < 0 {
+            (0, Some(io::Error::last_os_error()))
+        } else {
+            ((ret as usize).min(ops.len()), None)
+        };
+        let rejected = ops.split_off(accepted);
+        for op in ops {
+            self.tracker.on_submit(op.obj(), op.data());
+            self.inflight.insert(op.obj(), op);
+        }
+        Submit {
+            accepted,
+            error,
+            rejected,
+        }
+    }
+
+    /// Submits all ops (one io_submit) and fails unless all were accepted.
+    pub fn submit_all(&mut self, ops: Vec<Op>) -> Result<(), String> {
+        let n = ops.len();
+        let s = self.submit(ops);
+        if let Some(e) = s.error {
+            return Err(format!("io_submit of {n} iocbs failed: {e}"));
+        }
+        if s.accepted != n {
+            return Err(format!("io_submit accepted {} of {n} iocbs", s.accepted));
+        }
+        Ok(())
+    }
+
+    /// One `io_getevents` call; every event goes through the tracker.
+    pub fn getevents(
+        &mut self,
+        min_nr: usize,
+        max_nr: usize,
+        timeout: Option<Duration>,
+    ) -> io::Result<Vec<Completion>> {
+        let mut evs = vec![IoEvent::default(); max_nr.max(1)];
+        let n = io_getevents(self.ctx, min_nr, &mut evs[..max_nr], timeout)?;
+        Ok(evs[..n].iter().map(|ev| self.complete(*ev)).collect())
+    }
+
+    fn complete(&mut self, ev: IoEvent) -> Completion {
+        let matched = self.tracker.on_event(&ev);
+        let op = if matched {
+            self.inflight.remove(&ev.obj)
+        } else {
+            None
+        };
+        Completion { event: ev, op }
+    }
+
+    /// Reaps exactly `n` completions, waiting up to `timeout` in total.
+    pub fn reap(&mut self, n: usize, timeout: Duration) -> Result<Vec<Completion>, String> {
+        let deadline = Instant::now() + timeout;
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let want = n - out.len();
+            let got = match self.getevents(1, want, Some(left)) {
+                Ok(g) => g,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(format!("io_getevents: {e}")),
+            };
+            if got.is_empty() && Instant::now() >= deadline {
+                return Err(format!(
+                    "timed out after {:?} waiting for completions: got {} of {n} ({} still in flight)",
+                    timeout,
+                    out.len(),
+                    self.inflight.len()
+                ));
+            }
+            out.extend(got);
+        }
+        Ok(out)
+    }
+
+    /// Reaps everything in flight.
+    pub fn drain(&mut self, timeout: Duration) -> Result<Vec<Completion>, String> {
+        let n = self.inflight.len();
+        self.reap(n, timeout)
+    }
+
+    /// Runs the invariant checker: no leaked kernel-internal errnos, no
+    /// duplicate or stray events, nothing left in flight.
+    pub fn check(&self) -> Result<(), String> {
+        self.tracker.finish().map_err(|v| {
+            let mut s = String::from("AIO invariant violation(s):");
+            for line in v {
+                s.push_str("\n  ");
+                s.push_str(&line);
+            }
+            s
+        })
+    }
+
+    /// Drains anything in flight, destroys the context, then checks
+    /// invariants. The usual way to finish a test.
+    pub fn finish(mut self, timeout: Duration) -> Result<(), String> {
+        let drained = self.drain(timeout);
+        let destroyed = io_destroy(self.ctx);
+        // If io_destroy failed we cannot be sure the kernel is done with the
+        // buffers; Drop then retries and leaks them if it fails again.
+        self.destroyed = destroyed.is_ok();
+        let checked = self.check();
+        drained?;
+        destroyed.map_err(|e| format!("io_destroy: {e}"))?;
+        checked
+    }
+}
+
+impl Drop for Ring {
+    fn drop(&mut self) {
+        // io_destroy waits for all in-flight requests to complete, after
+        // which their buffers may be freed. If it fails we cannot know
+        // whether the kernel still uses them: leak instead of freeing.
+        if !self.destroyed && io_destroy(self.ctx).is_err() && !self.inflight.is_empty() {
+            std::mem::forget(std::mem::take(&mut self.inflight));
+        }
+    }
+}

@@ -1,0 +1,257 @@
+//! Kernel command line parsing (pure) and test-name globbing.
+
+/// What PID 1 should do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Suite,
+    Exec,
+    Probe,
+}
+
+/// Test fixtures used by the host tool's own tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fixture {
+    /// PID 1 exits right after BUFAIO-READY (kernel panics: "Attempted to
+    /// kill init!").
+    Panic,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootConfig {
+    pub mode: Mode,
+    /// Globs over test names; empty selects everything.
+    pub filter: Vec<String>,
+    /// Per-test timeout in seconds.
+    pub test_timeout: u64,
+    pub fixture: Option<Fixture>,
+    /// Unknown `bufaio.*` keys (reported, not fatal).
+    pub warnings: Vec<String>,
+}
+
+pub const DEFAULT_TEST_TIMEOUT_S: u64 = 120;
+
+impl Default for BootConfig {
+    fn default() -> Self {
+        BootConfig {
+            mode: Mode::Suite,
+            filter: Vec::new(),
+            test_timeout: DEFAULT_TEST_TIMEOUT_S,
+            fixture: None,
+            warnings: Vec::new(),
+        }
+    }
+}
+
+/// Splits a kernel command line into parameters the way the kernel does:
+/// whitespace-separated, double quotes group (and are removed).
+pub fn split_params(cmdline: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut in_quotes = false;
+    let mut have = false;
+    for c in cmdline.chars() {
+        match c {
+            '"' => {
+                in_quotes = !in_quotes;
+                have = true;
+            }
+            c if c.is_whitespace() && !in_quotes => {
+                if have {
+                    out.push(std::mem::take(&mut cur));
+                    have = false;
+                }
+            }
+            c => {
+                cur.push(c);
+                have = true;
+            }
+        }
+    }
+    if have {
+        out.push(cur);
+    }
+    out
+}
+
+/// Splits a comma-separated filter value into globs (empty items dropped).
+pub fn parse_filter(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Parses `/proc/cmdline`. Later occurrences of a key win. Invalid values of
+/// known keys are errors; unknown `bufaio.*` keys become warnings.
+pub fn parse(cmdline: &str) -> Result<BootConfig, String> {
+    let mut cfg = BootConfig::default();
+    for p in split_params(cmdline) {
+        let (key, value) = match p.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (p.as_str(), None),
+        };
+        let Some(sub) = key.strip_prefix("bufaio.") else {
+            continue;
+        };
+        let value = value.unwrap_or("");
+        match sub {
+            "mode" => {
+                cfg.mode = match value {
+                    "suite" => Mode::Suite,
+                    "exec" => Mode::Exec,
+                    "probe" => Mode::Probe,
+                    other => {
+                        return Err(format!(
+                            "bufaio.mode={other:?}: expected suite, exec or probe"
+                        ))
+                    }
+                }
+            }
+            "filter" => cfg.filter = parse_filter(value),
+            "test_timeout" => {
+                cfg.test_timeout = match value.parse::<u64>() {
+                    Ok(n) if n > 0 => n,
+                    _ => {
+                        return Err(format!(
+                            "bufaio.test_timeout={value:?}: expected a positive number of seconds"
+                        ))
+                    }
+                }
+            }
+            "fixture" => {
+                cfg.fixture = match value {
+                    "panic" => Some(Fixture::Panic),
+                    "" | "none" => None,
+                    other => return Err(format!("bufaio.fixture={other:?}: expected panic")),
+                }
+            }
+            other => cfg
+                .warnings
+                .push(format!("unknown kernel parameter bufaio.{other} ignored")),
+        }
+    }
+    Ok(cfg)
+}
+
+/// Glob match over the whole name: `*` matches any run of characters
+/// (including `/` and `@`), `?` exactly one character.
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let n: Vec<char> = name.chars().collect();
+    let (mut pi, mut ni) = (0usize, 0usize);
+    let mut star: Option<(usize, usize)> = None;
+    while ni < n.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
+            pi += 1;
+            ni += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some((pi, ni));
+            pi += 1;
+        } else if let Some((sp, sn)) = star {
+            pi = sp + 1;
+            ni = sn + 1;
+            star = Some((sp, sn + 1));
+        } else {
+            return false;
+        }
+    }
+    while pi < p.len() && p[pi] == '*' {
+        pi += 1;
+    }
+    pi == p.len()
+}
+
+/// Whether `name` is selected by `filter` (empty selects all).
+pub fn selected(filter: &[String], name: &str) -> bool {
+    filter.is_empty() || filter.iter().any(|g| glob_match(g, name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults() {
+        let c = parse("console=ttyS0 root=/dev/vda rw panic=-1 init=/init").unwrap();
+        assert_eq!(c, BootConfig::default());
+        assert_eq!(c.mode, Mode::Suite);
+        assert_eq!(c.test_timeout, 120);
+        assert!(c.filter.is_empty());
+        assert_eq!(c.fixture, None);
+    }
+
+    #[test]
+    fn all_keys() {
+        let c = parse(
+            "console=ttyS0 bufaio.mode=exec bufaio.filter=read/*,basic/setup_destroy \
+             bufaio.test_timeout=30 bufaio.fixture=panic\n",
+        )
+        .unwrap();
+        assert_eq!(c.mode, Mode::Exec);
+        assert_eq!(c.filter, vec!["read/*", "basic/setup_destroy"]);
+        assert_eq!(c.test_timeout, 30);
+        assert_eq!(c.fixture, Some(Fixture::Panic));
+        assert_eq!(parse("bufaio.mode=probe").unwrap().mode, Mode::Probe);
+        assert_eq!(parse("bufaio.mode=suite").unwrap().mode, Mode::Suite);
+    }
+
+    #[test]
+    fn last_wins_and_empty_filter() {
+        let c = parse("bufaio.mode=exec bufaio.mode=suite bufaio.filter=a bufaio.filter=").unwrap();
+        assert_eq!(c.mode, Mode::Suite);
+        assert!(c.filter.is_empty());
+        assert_eq!(
+            parse("bufaio.filter=,a,,b ,").unwrap().filter,
+            vec!["a", "b"]
+        );
+    }
+
+    #[test]
+    fn quotes() {
+        let c = parse("foo=\"a b\" \"bufaio.filter=x*,y\" bufaio.mode=\"probe\"").unwrap();
+        assert_eq!(c.filter, vec!["x*", "y"]);
+        assert_eq!(c.mode, Mode::Probe);
+        assert_eq!(
+            split_params(" a  \"b c\"\td=\"e f\" "),
+            vec!["a", "b c", "d=e f"]
+        );
+    }
+
+    #[test]
+    fn errors_and_warnings() {
+        assert!(parse("bufaio.mode=bogus").is_err());
+        assert!(parse("bufaio.mode").is_err());
+        assert!(parse("bufaio.test_timeout=0").is_err());
+        assert!(parse("bufaio.test_timeout=ten").is_err());
+        assert!(parse("bufaio.fixture=explode").is_err());
+        let c = parse("bufaio.colour=blue bufaioX=1").unwrap();
+        assert_eq!(c.warnings.len(), 1);
+        assert!(c.warnings[0].contains("bufaio.colour"));
+    }
+
+    #[test]
+    fn globbing() {
+        assert!(glob_match("read/*", "read/roundtrip_aligned@ext2"));
+        assert!(glob_match("*@ext3", "write/roundtrip_unaligned@ext3"));
+        assert!(!glob_match("*@ext3", "write/roundtrip_unaligned@ext2"));
+        assert!(glob_match("basic/setup_destroy", "basic/setup_destroy"));
+        assert!(!glob_match("basic/setup", "basic/setup_destroy"));
+        assert!(glob_match(
+            "read/short_at_eof@ext?",
+            "read/short_at_eof@ext2"
+        ));
+        assert!(!glob_match(
+            "read/short_at_eof@ext?",
+            "read/short_at_eof@ext"
+        ));
+        assert!(glob_match("*", ""));
+        assert!(glob_match("**a*b", "xxaYYb"));
+        assert!(!glob_match("*a*b", "xxaYYbc"));
+        assert!(glob_match("*/*_*@*", "read/roundtrip_aligned@ext2"));
+        assert!(selected(&[], "anything"));
+        assert!(selected(&["x".into(), "read/*".into()], "read/a"));
+        assert!(!selected(&["x".into()], "read/a"));
+    }
+}

@@ -1,0 +1,370 @@
+//! PID 1: mounts, the results channel, mode dispatch, unmount, reboot.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::cmdline::{self, BootConfig, Fixture, Mode};
+use crate::exec;
+use crate::ktap::KtapWriter;
+use crate::runner::{self, Planned};
+use crate::suite;
+use crate::sys;
+
+pub const READY: &str = "BUFAIO-READY";
+pub const DONE: &str = "BUFAIO-DONE";
+pub const KTAP_PORT: &str = "bufaio.ktap";
+pub const OUT_PORT: &str = "bufaio.out";
+/// Prefix of KTAP lines on the console when there is no bufaio.ktap port.
+pub const KTAP_CONSOLE_PREFIX: &str = "KTAP: ";
+
+/// A test disk: device, mount point, fs type (= label in test names).
+pub struct Disk {
+    pub label: &'static str,
+    pub dev: &'static str,
+    pub dir: &'static str,
+    pub fstype: &'static str,
+}
+
+pub const TEST_DISKS: [Disk; 2] = [
+    Disk {
+        label: "ext2",
+        dev: "/dev/vdb",
+        dir: "/mnt/ext2",
+        fstype: "ext2",
+    },
+    Disk {
+        label: "ext3",
+        dev: "/dev/vdc",
+        dir: "/mnt/ext3",
+        fstype: "ext3",
+    },
+];
+
+pub const PAYLOAD_DISK: Disk = Disk {
+    label: "payload",
+    dev: "/dev/vdd",
+    dir: "/mnt/payload",
+    fstype: "ext2",
+};
+
+/// A line on the console (PID 1's stdout). Never fails.
+pub fn console(line: &str) {
+    let mut o = std::io::stdout().lock();
+    let _ = writeln!(o, "{line}");
+    let _ = o.flush();
+}
+
+/// Entry point when running as init. Never returns.
+pub fn run_as_init() -> ! {
+    let pid1 = sys::getpid() == 1;
+    if !pid1 {
+        if let Err(e) = check_private_mount_ns() {
+            eprintln!("guest-tests --init: {e}");
+            std::process::exit(2);
+        }
+    }
+    ensure_console();
+    if let Err(e) = mount_pseudo("proc", "/proc", "proc") {
+        console(&format!("bufaio: {e}"));
+    }
+    console(READY);
+
+    let cfg = std::fs::read_to_string("/proc/cmdline")
+        .map_err(|e| format!("cannot read /proc/cmdline: {e}"))
+        .and_then(|c| cmdline::parse(&c));
+    if let Ok(BootConfig {
+        fixture: Some(Fixture::Panic),
+        ..
+    }) = cfg
+    {
+        console("bufaio: fixture=panic: PID 1 exits now");
+        sys::tcdrain(1);
+        std::process::exit(0);
+    }
+
+    let outcome = std::panic::catch_unwind(|| session(cfg));
+    if outcome.is_err() {
+        console("bufaio: internal error: PID 1 panicked (see message above); rebooting");
+    }
+    finish(pid1)
+}
+
+/// sync, DONE, reboot (PID 1) or exit (forced --init in a namespace).
+fn finish(pid1: bool) -> ! {
+    sys::reap_zombies();
+    sys::sync();
+    console(DONE);
+    sys::tcdrain(1);
+    if !pid1 {
+        std::process::exit(0);
+    }
+    let e = sys::reboot(libc::LINUX_REBOOT_CMD_RESTART);
+    console(&format!(
+        "bufaio: reboot(RESTART) failed: {e}; trying power off"
+    ));
+    let e = sys::reboot(libc::LINUX_REBOOT_CMD_POWER_OFF);
+    console(&format!(
+        "bufaio: reboot(POWER_OFF) failed: {e}; halting here"
+    ));
+    sys::tcdrain(1);
+    sys::pause_forever()
+}
+
+/// Everything between READY and DONE. Errors are reported, never fatal.
+fn session(cfg: Result<BootConfig, String>) {
+    for (src, dir, fstype) in [
+        ("sysfs", "/sys", "sysfs"),
+        ("devtmpfs", "/dev", "devtmpfs"),
+        ("tmpfs", "/tmp", "tmpfs"),
+        ("tmpfs", "/run", "tmpfs"),
+    ] {
+        if let Err(e) = mount_pseudo(src, dir, fstype) {
+            console(&format!("bufaio: {e}"));
+        }
+    }
+    let kernel = sys::uname_release();
+    console(&format!("bufaio: kernel {kernel}"));
+    let mut ktap = open_ktap();
+
+    let cfg = match cfg {
+        Ok(c) => c,
+        Err(e) => {
+            console(&format!("bufaio: error: {e}"));
+            let _ = ktap.diag(&format!("bufaio-error: {e}"));
+            return;
+        }
+    };
+    for w in &cfg.warnings {
+        console(&format!("bufaio: warning: {w}"));
+    }
+    match cfg.mode {
+        Mode::Probe => console("bufaio: probe ok"),
+        Mode::Suite => suite_mode(&cfg, &kernel, &mut ktap),
+        Mode::Exec => exec_mode(&mut ktap),
+    }
+}
+
+fn suite_mode(cfg: &BootConfig, kernel: &str, ktap: &mut KtapWriter) {
+    let mounted = mount_disks(&TEST_DISKS);
+    let labels: Vec<&str> = TEST_DISKS.iter().map(|d| d.label).collect();
+    let planned: Vec<Planned> = suite::expand(&labels)
+        .into_iter()
+        .filter(|i| cmdline::selected(&cfg.filter, &i.name))
+        .map(|i| {
+            let dir = match &i.fs {
+                None => Ok(PathBuf::from("/tmp")),
+                Some(l) => match mounted.iter().find(|(d, _)| d.label == l) {
+                    Some((d, Ok(()))) => Ok(PathBuf::from(d.dir)),
+                    Some((_, Err(e))) => Err(format!("filesystem {l} is not available: {e}")),
+                    None => Err(format!("filesystem {l} is not configured")),
+                },
+            };
+            Planned { name: i.name, dir }
+        })
+        .collect();
+    let ok_fs: Vec<String> = mounted
+        .iter()
+        .filter(|(_, r)| r.is_ok())
+        .map(|(d, _)| d.label.to_string())
+        .collect();
+    if let Err(e) = ktap.header(kernel, &ok_fs, planned.len()) {
+        console(&format!("bufaio: error writing KTAP: {e}"));
+    }
+    console(&format!(
+        "bufaio: running {} test(s), timeout {} s each",
+        planned.len(),
+        cfg.test_timeout
+    ));
+    let timeout = Duration::from_secs(cfg.test_timeout);
+    let (p, f, s) = runner::run_suite(&planned, timeout, true, ktap, &mut |l| console(l));
+    console(&format!("bufaio: {p} passed, {f} failed, {s} skipped"));
+    let disks: Vec<&Disk> = mounted
+        .iter()
+        .filter(|(_, r)| r.is_ok())
+        .map(|(d, _)| *d)
+        .collect();
+    unmount_disks(&disks, ktap);
+}
+
+fn exec_mode(ktap: &mut KtapWriter) {
+    let mounted = mount_disks(&TEST_DISKS);
+    let payload = mount_disks(std::slice::from_ref(&PAYLOAD_DISK));
+    let status = match &payload[0].1 {
+        Ok(()) => exec::run(Path::new(PAYLOAD_DISK.dir), find_port(OUT_PORT)),
+        Err(e) => {
+            console(&format!("bufaio: exec: no payload: {e}"));
+            127
+        }
+    };
+    console(&format!("bufaio: exec status {status}"));
+    if let Err(e) = ktap.line(&format!("# bufaio-exec-status: {status}")) {
+        console(&format!("bufaio: error writing exec status: {e}"));
+    }
+    let mut disks: Vec<&Disk> = mounted
+        .iter()
+        .filter(|(_, r)| r.is_ok())
+        .map(|(d, _)| *d)
+        .collect();
+    if payload[0].1.is_ok() {
+        disks.push(&PAYLOAD_DISK);
+    }
+    unmount_disks(&disks, ktap);
+}
+
+/// Refuses `--init` outside PID 1 unless in a private mount namespace, so
+/// that a mistaken run cannot remount the host's /proc, /tmp, ...
+fn check_private_mount_ns() -> Result<(), String> {
+    let mine = std::fs::read_link("/proc/self/ns/mnt")
+        .map_err(|e| format!("cannot read /proc/self/ns/mnt: {e}"))?;
+    let init = std::fs::read_link("/proc/1/ns/mnt")
+        .map_err(|e| format!("cannot read /proc/1/ns/mnt: {e}"))?;
+    if mine == init {
+        return Err(
+            "refusing to act as init outside PID 1 in the host's mount namespace \
+             (run under `unshare --mount --pid --fork`)"
+                .to_string(),
+        );
+    }
+    Ok(())
+}
+
+/// If the kernel could not give us a console on fd 0-2, mount devtmpfs and
+/// open /dev/console ourselves.
+fn ensure_console() {
+    if sys::fd_is_open(1) {
+        return;
+    }
+    let _ = mount_pseudo("devtmpfs", "/dev", "devtmpfs");
+    if let Ok(f) = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/console")
+    {
+        use std::os::fd::AsRawFd;
+        for fd in 0..3 {
+            if !sys::fd_is_open(fd) {
+                let _ = sys::dup2(f.as_raw_fd(), fd);
+            }
+        }
+    }
+}
+
+/// Whether `p` is a mount point (different device than its parent).
+fn is_mountpoint(p: &Path) -> bool {
+    let parent = p.parent().unwrap_or(Path::new("/"));
+    match (std::fs::metadata(p), std::fs::metadata(parent)) {
+        (Ok(a), Ok(b)) => a.dev() != b.dev() || a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+/// Mounts a pseudo filesystem unless something is mounted there already.
+fn mount_pseudo(src: &str, dir: &str, fstype: &str) -> Result<(), String> {
+    let d = Path::new(dir);
+    let _ = std::fs::create_dir_all(d);
+    if is_mountpoint(d) {
+        return Ok(());
+    }
+    match sys::mount(src, d, fstype, 0) {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Ok(()),
+        Err(e) => Err(format!("mount {fstype} on {dir}: {e}")),
+    }
+}
+
+/// Mounts each disk; reports on the console. Returns per-disk results.
+fn mount_disks(disks: &[Disk]) -> Vec<(&Disk, Result<(), String>)> {
+    disks
+        .iter()
+        .map(|d| {
+            let r = mount_disk(d);
+            match &r {
+                Ok(()) => console(&format!(
+                    "bufaio: mounted {} on {} ({})",
+                    d.dev, d.dir, d.fstype
+                )),
+                Err(e) => console(&format!("bufaio: NOT mounted {}: {e}", d.label)),
+            }
+            (d, r)
+        })
+        .collect()
+}
+
+fn mount_disk(d: &Disk) -> Result<(), String> {
+    let dev = Path::new(d.dev);
+    // virtio-blk probes synchronously, but give devtmpfs a moment anyway.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !dev.exists() {
+        if Instant::now() >= deadline {
+            return Err(format!("{} does not exist", d.dev));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let dir = Path::new(d.dir);
+    std::fs::create_dir_all(dir).map_err(|e| format!("mkdir {}: {e}", d.dir))?;
+    sys::mount(d.dev, dir, d.fstype, 0)
+        .map_err(|e| format!("mount {} on {} as {}: {e}", d.dev, d.dir, d.fstype))
+}
+
+/// Unmounts; a failure is reported on the console and as a KTAP diagnostic
+/// (`# bufaio-umount-error: DIR: ERROR`) after the results.
+fn unmount_disks(disks: &[&Disk], ktap: &mut KtapWriter) {
+    for d in disks {
+        match sys::umount(Path::new(d.dir)) {
+            Ok(()) => console(&format!("bufaio: unmounted {}", d.dir)),
+            Err(e) => {
+                console(&format!(
+                    "bufaio: umount {} failed: {e} (something still holds the filesystem)",
+                    d.dir
+                ));
+                let _ = ktap.diag(&format!("bufaio-umount-error: {}: {e}", d.dir));
+            }
+        }
+    }
+}
+
+/// `/dev/<port>` for the virtio-serial port with this name, if any.
+pub fn find_port(name: &str) -> Option<PathBuf> {
+    let entries = std::fs::read_dir("/sys/class/virtio-ports").ok()?;
+    for e in entries.flatten() {
+        let n = std::fs::read_to_string(e.path().join("name")).unwrap_or_default();
+        if n.trim() == name {
+            let dev = Path::new("/dev").join(e.file_name());
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while !dev.exists() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            return Some(dev);
+        }
+    }
+    None
+}
+
+/// The KTAP sink: the bufaio.ktap port, or the console with "KTAP: ".
+fn open_ktap() -> KtapWriter {
+    if let Some(dev) = find_port(KTAP_PORT) {
+        match OpenOptions::new().write(true).open(&dev) {
+            Ok(f) => {
+                console(&format!("bufaio: KTAP on {} ({KTAP_PORT})", dev.display()));
+                return KtapWriter::new(Box::new(f), "");
+            }
+            Err(e) => console(&format!(
+                "bufaio: cannot open {} ({KTAP_PORT}): {e}; KTAP goes to the console",
+                dev.display()
+            )),
+        }
+    } else {
+        console(&format!(
+            "bufaio: no {KTAP_PORT} port; KTAP goes to the console prefixed {KTAP_CONSOLE_PREFIX:?}"
+        ));
+    }
+    KtapWriter::new(Box::new(std::io::stdout()), KTAP_CONSOLE_PREFIX)
+}
+
+/// Opens a port for writing (used by exec for bufaio.out).
+pub fn open_port(dev: &Path) -> std::io::Result<File> {
+    OpenOptions::new().write(true).open(dev)
+}

@@ -1,0 +1,337 @@
+//! Thin, safe wrappers around the libc calls the guest needs (mounting,
+//! process control, fd helpers). Together with `aio.rs` this is the only
+//! module that contains `unsafe`.
+
+use std::ffi::{CStr, CString};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::Path;
+use std::time::Duration;
+
+fn cstr(s: &str) -> io::Result<CString> {
+    CString::new(s).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL byte in string"))
+}
+
+fn path_cstr(p: &Path) -> io::Result<CString> {
+    use std::os::unix::ffi::OsStrExt;
+    CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL byte in path"))
+}
+
+fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// `mount(2)`.
+pub fn mount(source: &str, target: &Path, fstype: &str, flags: libc::c_ulong) -> io::Result<()> {
+    let src = cstr(source)?;
+    let tgt = path_cstr(target)?;
+    let fst = cstr(fstype)?;
+    // SAFETY: all pointers are valid NUL-terminated strings that outlive the
+    // call; a NULL data pointer is allowed by mount(2).
+    check(unsafe {
+        libc::mount(
+            src.as_ptr(),
+            tgt.as_ptr(),
+            fst.as_ptr(),
+            flags,
+            std::ptr::null(),
+        )
+    })
+    .map(|_| ())
+}
+
+/// `umount2(target, 0)`.
+pub fn umount(target: &Path) -> io::Result<()> {
+    let tgt = path_cstr(target)?;
+    // SAFETY: `tgt` is a valid NUL-terminated string that outlives the call.
+    check(unsafe { libc::umount2(tgt.as_ptr(), 0) }).map(|_| ())
+}
+
+/// `sync(2)`.
+pub fn sync() {
+    // SAFETY: sync takes no arguments and cannot fail.
+    unsafe { libc::sync() }
+}
+
+/// `tcdrain(fd)`: waits until queued terminal output has been sent (so
+/// console lines are not lost by an immediate reboot). Errors are ignored
+/// (e.g. when `fd` is not a terminal).
+pub fn tcdrain(fd: RawFd) {
+    // SAFETY: tcdrain takes a plain integer; failure is harmless.
+    unsafe { libc::tcdrain(fd) };
+}
+
+/// `pause()` forever (used if PID 1 cannot reboot).
+pub fn pause_forever() -> ! {
+    loop {
+        // SAFETY: pause has no preconditions.
+        unsafe { libc::pause() };
+    }
+}
+
+/// `reboot(2)`; only returns on failure.
+pub fn reboot(cmd: libc::c_int) -> io::Error {
+    // SAFETY: reboot takes a plain integer command; on success it does not
+    // return, on failure it sets errno.
+    unsafe { libc::reboot(cmd) };
+    io::Error::last_os_error()
+}
+
+pub fn getpid() -> i32 {
+    // SAFETY: getpid has no preconditions and cannot fail.
+    unsafe { libc::getpid() }
+}
+
+pub fn geteuid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// The kernel release (`uname -r`).
+pub fn uname_release() -> String {
+    // SAFETY: utsname is plain old data; all-zero is a valid value.
+    let mut uts: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: `uts` is a valid, writable utsname.
+    if unsafe { libc::uname(&mut uts) } != 0 {
+        return "unknown".to_string();
+    }
+    // SAFETY: on success the kernel fills `release` with a NUL-terminated
+    // string that fits in the array.
+    let rel = unsafe { CStr::from_ptr(uts.release.as_ptr()) };
+    rel.to_string_lossy().into_owned()
+}
+
+/// Whether `fd` refers to an open file description.
+pub fn fd_is_open(fd: RawFd) -> bool {
+    // SAFETY: F_GETFD on an arbitrary integer is harmless; it fails with
+    // EBADF if the descriptor is not open.
+    unsafe { libc::fcntl(fd, libc::F_GETFD) >= 0 }
+}
+
+/// `dup2(src, dst)`: makes `dst` refer to the same file as `src`.
+pub fn dup2(src: RawFd, dst: RawFd) -> io::Result<()> {
+    // SAFETY: dup2 only manipulates the fd table; both are plain integers.
+    check(unsafe { libc::dup2(src, dst) }).map(|_| ())
+}
+
+/// A close-on-exec pipe: (read end, write end).
+pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: `fds` is a valid array of two ints for pipe2 to fill.
+    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    // SAFETY: pipe2 succeeded, so both descriptors are open and owned by us.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// `eventfd(initval, EFD_CLOEXEC | flags)`.
+pub fn eventfd(initval: u32, flags: libc::c_int) -> io::Result<OwnedFd> {
+    // SAFETY: eventfd takes plain integers and returns a new fd or -1.
+    let fd = check(unsafe { libc::eventfd(initval, libc::EFD_CLOEXEC | flags) })?;
+    // SAFETY: the fd was just created and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `pidfd_open(pid, 0)`.
+pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes plain integers and returns a new fd or -1.
+    let ret = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the fd was just created and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(ret as RawFd) })
+}
+
+/// Waits until `fd` is readable or `timeout` passes. Returns true if readable.
+pub fn poll_readable(fd: &impl AsRawFd, timeout: Duration) -> io::Result<bool> {
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
+    // SAFETY: `pfd` is a valid pollfd array of length 1.
+    let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::Interrupted {
+            return Ok(false);
+        }
+        return Err(e);
+    }
+    Ok(n > 0)
+}
+
+/// How a child ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitStatus {
+    Exited(i32),
+    Signaled { signal: i32, core: bool },
+}
+
+impl WaitStatus {
+    /// Shell-style status: exit code, or 128+signal.
+    pub fn shell_code(self) -> i32 {
+        match self {
+            WaitStatus::Exited(c) => c,
+            WaitStatus::Signaled { signal, .. } => 128 + signal,
+        }
+    }
+}
+
+/// `waitpid(pid, flags)`. Returns None if WNOHANG was given and nothing is
+/// ready; stopped/continued children are ignored (not requested).
+pub fn waitpid(pid: i32, nohang: bool) -> io::Result<Option<(i32, WaitStatus)>> {
+    let mut status: libc::c_int = 0;
+    let flags = if nohang { libc::WNOHANG } else { 0 };
+    loop {
+        // SAFETY: `status` is a valid writable int.
+        let r = unsafe { libc::waitpid(pid, &mut status, flags) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if r == 0 {
+            return Ok(None);
+        }
+        let ws = if libc::WIFEXITED(status) {
+            WaitStatus::Exited(libc::WEXITSTATUS(status))
+        } else if libc::WIFSIGNALED(status) {
+            WaitStatus::Signaled {
+                signal: libc::WTERMSIG(status),
+                core: libc::WCOREDUMP(status),
+            }
+        } else {
+            continue;
+        };
+        return Ok(Some((r, ws)));
+    }
+}
+
+/// Reaps every already-exited child without blocking. Returns how many.
+pub fn reap_zombies() -> usize {
+    let mut n = 0;
+    while let Ok(Some(_)) = waitpid(-1, true) {
+        n += 1;
+    }
+    n
+}
+
+/// Reaps every already-exited child except `keep` (which is left for a
+/// targeted waitpid). Returns how many were reaped.
+pub fn reap_zombies_except(keep: i32) -> usize {
+    let mut n = 0;
+    loop {
+        // SAFETY: siginfo_t is plain old data; all-zero is valid.
+        let mut si: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `si` is a valid writable siginfo_t; WNOWAIT leaves the
+        // child waitable.
+        let r = unsafe {
+            libc::waitid(
+                libc::P_ALL,
+                0,
+                &mut si,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            )
+        };
+        if r < 0 {
+            return n;
+        }
+        // SAFETY: after a successful waitid, si_pid is valid (0 if no child
+        // was ready).
+        let pid = unsafe { si.si_pid() };
+        if pid == 0 || pid == keep {
+            return n;
+        }
+        if waitpid(pid, true).is_err() {
+            return n;
+        }
+        n += 1;
+    }
+}
+
+/// `kill(pid, sig)`.
+pub fn kill(pid: i32, sig: i32) -> io::Result<()> {
+    // SAFETY: kill takes plain integers.
+    check(unsafe { libc::kill(pid, sig) }).map(|_| ())
+}
+
+/// `posix_fadvise(fd, 0, 0, advice)` over the whole file.
+pub fn fadvise_all(fd: &impl AsRawFd, advice: libc::c_int) -> io::Result<()> {
+    // SAFETY: plain integer arguments; the fd is borrowed and open.
+    let r = unsafe { libc::posix_fadvise(fd.as_raw_fd(), 0, 0, advice) };
+    if r != 0 {
+        return Err(io::Error::from_raw_os_error(r));
+    }
+    Ok(())
+}
+
+/// Human-readable signal name.
+pub fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGINT => "SIGINT",
+        libc::SIGQUIT => "SIGQUIT",
+        libc::SIGILL => "SIGILL",
+        libc::SIGTRAP => "SIGTRAP",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGUSR1 => "SIGUSR1",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGUSR2 => "SIGUSR2",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGALRM => "SIGALRM",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGSYS => "SIGSYS",
+        libc::SIGXCPU => "SIGXCPU",
+        libc::SIGXFSZ => "SIGXFSZ",
+        _ => "signal",
+    }
+}
+
+/// Symbolic errno name for diagnostics (the common ones).
+pub fn errno_name(errno: i32) -> &'static str {
+    match errno {
+        libc::EPERM => "EPERM",
+        libc::ENOENT => "ENOENT",
+        libc::EINTR => "EINTR",
+        libc::EIO => "EIO",
+        libc::EBADF => "EBADF",
+        libc::EAGAIN => "EAGAIN",
+        libc::ENOMEM => "ENOMEM",
+        libc::EFAULT => "EFAULT",
+        libc::EBUSY => "EBUSY",
+        libc::EEXIST => "EEXIST",
+        libc::ENODEV => "ENODEV",
+        libc::EINVAL => "EINVAL",
+        libc::ENOSPC => "ENOSPC",
+        libc::ENOSYS => "ENOSYS",
+        libc::EOPNOTSUPP => "EOPNOTSUPP",
+        libc::ECANCELED => "ECANCELED",
+        libc::ETIMEDOUT => "ETIMEDOUT",
+        512 => "ERESTARTSYS",
+        513 => "ERESTARTNOINTR",
+        514 => "ERESTARTNOHAND",
+        515 => "ENOIOCTLCMD",
+        516 => "ERESTART_RESTARTBLOCK",
+        517 => "EPROBE_DEFER",
+        518 => "EOPENSTALE",
+        519 => "ENOPARAM",
+        521 => "EBADHANDLE",
+        524 => "ENOTSUPP",
+        526 => "EJUKEBOX",
+        529 => "EIOCBQUEUED",
+        530 => "ERECALLCONFLICT",
+        _ => "errno",
+    }
+}
