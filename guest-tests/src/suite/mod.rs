@@ -187,11 +187,17 @@ impl Ctx {
     }
 
     /// Makes later reads of `f` cold: fsync, POSIX_FADV_DONTNEED, and in
-    /// the guest (as root) drop the page cache too.
+    /// the guest (as root) drop the page cache too. A kernel without
+    /// fadvise (CONFIG_ADVISE_SYSCALLS=n gives ENOSYS) relies on
+    /// drop_caches alone.
     pub fn make_cold(&self, f: &File) -> Result<(), String> {
         f.sync_all().map_err(|e| format!("fsync: {e}"))?;
-        sys::fadvise_all(f, libc::POSIX_FADV_DONTNEED)
-            .map_err(|e| format!("posix_fadvise(DONTNEED): {e}"))?;
+        match sys::fadvise_all(f, libc::POSIX_FADV_DONTNEED) {
+            Err(e) if e.raw_os_error() != Some(libc::ENOSYS) => {
+                return Err(format!("posix_fadvise(DONTNEED): {e}"))
+            }
+            _ => {}
+        }
         if self.guest && self.root {
             sys::sync();
             std::fs::write("/proc/sys/vm/drop_caches", "3\n")
