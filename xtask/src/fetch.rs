@@ -1,1 +1,439 @@
-//! TODO
+//! Stage 1, fetch: obtain a verified kernel source archive.
+//!
+//! Sources from `kernel.sources` are tried in order. "Not available" (no
+//! apt-get, no network, missing file) moves on to the next source; a checksum
+//! mismatch is an error that stops the run, and the mismatching file is never
+//! kept. Downloads go to a temporary name in the cache and are renamed into
+//! place only after verification.
+
+use crate::cache::{sha256_file, Cache};
+use crate::config::Source;
+use crate::error::usage;
+use crate::ui::Ui;
+use anyhow::{anyhow, bail, Context, Result};
+use std::fs;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A verified source archive: a tarball whose single top-level directory is
+/// the kernel tree.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Fetched {
+    /// Stable identity of the source content (sha256, or `git-<commit>`).
+    pub id: String,
+    /// Tarball to extract.
+    pub tarball: PathBuf,
+    /// What was used, for humans and manifests.
+    pub description: String,
+    /// sha256 of the tarball actually extracted.
+    pub tarball_sha256: String,
+}
+
+/// Why a source could not be used.
+enum Miss {
+    /// Try the next source.
+    Unavailable(String),
+    /// Stop: checksum mismatch or similar integrity problem.
+    Fatal(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Miss {
+    fn from(e: anyhow::Error) -> Self {
+        Miss::Unavailable(format!("{e:#}"))
+    }
+}
+
+pub fn fetch(sources: &[Source], cache: &Cache, ui: &Ui) -> Result<Fetched> {
+    let mut reasons = Vec::new();
+    for (i, src) in sources.iter().enumerate() {
+        let stage = ui.stage("fetch", src.describe());
+        let r = match src {
+            Source::Debian {
+                package,
+                version,
+                sha256,
+            } => fetch_debian(package, version, sha256, cache, &stage),
+            Source::Url { url, sha256 } => fetch_url(url, sha256, cache, &stage),
+            Source::Tarball { path, sha256 } => fetch_tarball(path, sha256),
+            Source::Git { path, git_ref } => fetch_git(path, git_ref, cache),
+        };
+        match r {
+            Ok(f) => {
+                stage.finish(format!("{} ({})", f.description, short(&f.id)));
+                return Ok(f);
+            }
+            Err(Miss::Fatal(e)) => {
+                stage.finish("failed");
+                return Err(e.context(format!("kernel.sources[{i}] ({})", src.describe())));
+            }
+            Err(Miss::Unavailable(why)) => {
+                stage.finish(format!("unavailable: {why}"));
+                reasons.push(format!("  kernel.sources[{i}] {}: {why}", src.describe()));
+            }
+        }
+    }
+    Err(anyhow!(
+        "no kernel source could be fetched:\n{}",
+        reasons.join("\n")
+    ))
+}
+
+pub fn short(id: &str) -> &str {
+    &id[..id.len().min(16)]
+}
+
+fn verify(path: &Path, expected: &str, what: &str) -> Result<(), Miss> {
+    let actual = sha256_file(path).map_err(Miss::Fatal)?;
+    if !actual.eq_ignore_ascii_case(expected) {
+        let _ = fs::remove_file(path);
+        return Err(Miss::Fatal(anyhow!(
+            "checksum mismatch for {what}:\n  expected sha256 {expected}\n  actual   sha256 {actual}\n\
+             the file was not kept; if the new content is trusted, update the sha256 in bufaio.yaml"
+        )));
+    }
+    Ok(())
+}
+
+fn fetch_debian(
+    package: &str,
+    version: &str,
+    sha256: &str,
+    cache: &Cache,
+    stage: &crate::ui::Stage,
+) -> Result<Fetched, Miss> {
+    let sha = sha256.to_ascii_lowercase();
+    let deb = cache.downloads().join(format!("{sha}.deb"));
+    let tarball = cache.downloads().join(format!("{sha}.deb.tar.xz"));
+    if !deb.exists() {
+        if which("apt-get").is_none() || which("dpkg-deb").is_none() {
+            return Err(Miss::Unavailable(
+                "apt-get/dpkg-deb not found (not a Debian-like host)".into(),
+            ));
+        }
+        let tmp = tempfile::tempdir_in(cache.tmp()).context("cannot create a temp dir")?;
+        stage.note(format!("apt-get download {package}={version}"));
+        let out = Command::new("apt-get")
+            .args(["download", "-q", &format!("{package}={version}")])
+            .current_dir(tmp.path())
+            .output()
+            .context("cannot run apt-get")?;
+        if !out.status.success() {
+            return Err(Miss::Unavailable(format!(
+                "apt-get download {package}={version} failed: {} (is the package in the apt lists? try `apt-get update`)",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        let got = fs::read_dir(tmp.path())
+            .context("cannot list download dir")?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| p.extension().is_some_and(|x| x == "deb"))
+            .ok_or_else(|| Miss::Unavailable("apt-get download produced no .deb".into()))?;
+        verify(&got, &sha, &format!("{package}={version}"))?;
+        fs::rename(&got, &deb).context("cannot move the .deb into the cache")?;
+    }
+    if !tarball.exists() {
+        stage.note("extracting the source tarball from the .deb");
+        let tmp = tempfile::tempdir_in(cache.tmp()).context("cannot create a temp dir")?;
+        let out = Command::new("dpkg-deb")
+            .arg("-x")
+            .arg(&deb)
+            .arg(tmp.path())
+            .output()
+            .context("cannot run dpkg-deb")?;
+        if !out.status.success() {
+            return Err(Miss::Fatal(anyhow!(
+                "dpkg-deb -x {} failed: {}",
+                deb.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        let src = tmp.path().join("usr/src");
+        let inner = fs::read_dir(&src)
+            .with_context(|| format!("{package} has no usr/src"))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| p.to_string_lossy().contains(".tar."))
+            .ok_or_else(|| Miss::Fatal(anyhow!("{package} contains no usr/src/*.tar.* tarball")))?;
+        fs::rename(&inner, &tarball).context("cannot move the tarball into the cache")?;
+    }
+    let tarball_sha256 = cached_sha(&tarball)?;
+    Ok(Fetched {
+        id: sha,
+        tarball,
+        description: format!("debian {package}={version}"),
+        tarball_sha256,
+    })
+}
+
+/// sha256 of a cache file, memoized next to it (cache files are immutable).
+fn cached_sha(path: &Path) -> Result<String> {
+    let memo = path.with_extension("sha256");
+    if let Ok(s) = fs::read_to_string(&memo) {
+        if s.trim().len() == 64 {
+            return Ok(s.trim().to_string());
+        }
+    }
+    let s = sha256_file(path)?;
+    crate::cache::write_atomic(&memo, s.as_bytes())?;
+    Ok(s)
+}
+
+fn archive_ext(name: &str) -> &'static str {
+    [".tar.xz", ".tar.gz", ".tar.bz2", ".tar.zst", ".tar"]
+        .into_iter()
+        .find(|e| name.ends_with(e))
+        .unwrap_or(".tar")
+}
+
+fn fetch_url(
+    url: &str,
+    sha256: &str,
+    cache: &Cache,
+    stage: &crate::ui::Stage,
+) -> Result<Fetched, Miss> {
+    let sha = sha256.to_ascii_lowercase();
+    let dest = cache
+        .downloads()
+        .join(format!("{sha}{}", archive_ext(url)));
+    if !dest.exists() {
+        let mut tmp = tempfile::NamedTempFile::new_in(cache.downloads())
+            .context("cannot create a temp file in the download cache")?;
+        let (mut reader, len): (Box<dyn Read>, Option<u64>) =
+            if let Some(path) = url.strip_prefix("file://") {
+                let f = fs::File::open(path)
+                    .map_err(|e| Miss::Unavailable(format!("cannot open {path}: {e}")))?;
+                let len = f.metadata().ok().map(|m| m.len());
+                (Box::new(f), len)
+            } else {
+                let resp = ureq::get(url)
+                    .timeout(std::time::Duration::from_secs(60))
+                    .call()
+                    .map_err(|e| Miss::Unavailable(format!("GET {url}: {e}")))?;
+                let len = resp.header("content-length").and_then(|v| v.parse().ok());
+                (Box::new(resp.into_reader()), len)
+            };
+        if let Some(len) = len {
+            stage.set_length(len, true);
+        }
+        let mut buf = vec![0u8; 1 << 20];
+        let mut done = 0u64;
+        loop {
+            let n = reader
+                .read(&mut buf)
+                .map_err(|e| Miss::Unavailable(format!("reading {url}: {e}")))?;
+            if n == 0 {
+                break;
+            }
+            tmp.write_all(&buf[..n])
+                .context("cannot write the download (disk full?)")?;
+            done += n as u64;
+            stage.set_position(done);
+        }
+        tmp.as_file().sync_all().context("cannot sync the download")?;
+        verify(tmp.path(), &sha, url)?;
+        tmp.persist(&dest)
+            .map_err(|e| Miss::Fatal(anyhow!("cannot rename the download into place: {e}")))?;
+    }
+    Ok(Fetched {
+        id: sha.clone(),
+        tarball: dest,
+        description: format!("url {url}"),
+        tarball_sha256: sha,
+    })
+}
+
+fn fetch_tarball(path: &Path, sha256: &str) -> Result<Fetched, Miss> {
+    if !path.is_file() {
+        return Err(Miss::Unavailable(format!("{} does not exist", path.display())));
+    }
+    let sha = sha256.to_ascii_lowercase();
+    let actual = sha256_file(path).map_err(Miss::Fatal)?;
+    if actual != sha {
+        // A user's own file is never deleted.
+        return Err(Miss::Fatal(anyhow!(
+            "checksum mismatch for {}:\n  expected sha256 {sha}\n  actual   sha256 {actual}",
+            path.display()
+        )));
+    }
+    Ok(Fetched {
+        id: sha.clone(),
+        tarball: path.to_path_buf(),
+        description: format!("tarball {}", path.display()),
+        tarball_sha256: sha,
+    })
+}
+
+fn fetch_git(path: &Path, git_ref: &str, cache: &Cache) -> Result<Fetched, Miss> {
+    if !path.join(".git").exists() && !path.join("HEAD").exists() {
+        return Err(Miss::Unavailable(format!(
+            "{} is not a git repository",
+            path.display()
+        )));
+    }
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(path)
+        .args(["rev-parse", "--verify", &format!("{git_ref}^{{commit}}")])
+        .output()
+        .context("cannot run git")?;
+    if !out.status.success() {
+        return Err(Miss::Fatal(usage(format!(
+            "{}: ref {git_ref:?} does not name a commit: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))));
+    }
+    let commit = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let dest = cache.downloads().join(format!("git-{commit}.tar"));
+    if !dest.exists() {
+        let tmp = tempfile::NamedTempFile::new_in(cache.downloads())
+            .context("cannot create a temp file in the download cache")?;
+        let st = Command::new("git")
+            .arg("-C")
+            .arg(path)
+            .args(["archive", "--format=tar", "--prefix=linux/", "-o"])
+            .arg(tmp.path())
+            .arg(&commit)
+            .status()
+            .context("cannot run git archive")?;
+        if !st.success() {
+            return Err(Miss::Fatal(anyhow!("git archive {commit} failed")));
+        }
+        tmp.persist(&dest)
+            .map_err(|e| Miss::Fatal(anyhow!("cannot rename the archive into place: {e}")))?;
+    }
+    let tarball_sha256 = cached_sha(&dest)?;
+    Ok(Fetched {
+        id: format!("git-{commit}"),
+        tarball: dest,
+        description: format!("git {}@{git_ref} ({commit})", path.display()),
+        tarball_sha256,
+    })
+}
+
+pub fn which(tool: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(tool))
+        .find(|p| p.is_file())
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup() -> (tempfile::TempDir, Cache, PathBuf, String) {
+        let d = tempfile::tempdir().unwrap();
+        let cache = Cache::at(d.path().join("cache")).unwrap();
+        let tar = d.path().join("linux-x.tar.gz");
+        fs::write(&tar, b"not really a tarball but bytes").unwrap();
+        let sha = sha256_file(&tar).unwrap();
+        (d, cache, tar, sha)
+    }
+
+    #[test]
+    fn file_url_is_verified_and_cached() {
+        let (_d, cache, tar, sha) = setup();
+        let src = vec![Source::Url {
+            url: format!("file://{}", tar.display()),
+            sha256: sha.clone(),
+        }];
+        let f = fetch(&src, &cache, &Ui::new()).unwrap();
+        assert_eq!(f.id, sha);
+        assert!(f.tarball.starts_with(cache.downloads()));
+        assert!(f.tarball.to_string_lossy().ends_with(".tar.gz"));
+        assert_eq!(fs::read(&f.tarball).unwrap(), fs::read(&tar).unwrap());
+    }
+
+    #[test]
+    fn wrong_checksum_is_fatal_and_not_kept() {
+        let (_d, cache, tar, _sha) = setup();
+        let wrong = "0".repeat(64);
+        let src = vec![
+            Source::Url {
+                url: format!("file://{}", tar.display()),
+                sha256: wrong.clone(),
+            },
+            Source::Tarball {
+                path: tar.clone(),
+                sha256: wrong.clone(),
+            },
+        ];
+        let e = format!("{:#}", fetch(&src, &cache, &Ui::new()).unwrap_err());
+        assert!(e.contains("checksum mismatch"), "{e}");
+        assert!(e.contains(&wrong), "{e}");
+        assert!(e.contains("kernel.sources[0]"), "{e}");
+        let left: Vec<_> = fs::read_dir(cache.downloads()).unwrap().collect();
+        assert!(left.is_empty(), "mismatching download kept: {left:?}");
+    }
+
+    #[test]
+    fn unavailable_sources_fall_through_in_order() {
+        let (d, cache, tar, sha) = setup();
+        let src = vec![
+            Source::Url {
+                url: format!("file://{}", d.path().join("missing.tar.xz").display()),
+                sha256: sha.clone(),
+            },
+            Source::Git {
+                path: d.path().join("no-repo"),
+                git_ref: "v1".into(),
+            },
+            Source::Tarball {
+                path: tar.clone(),
+                sha256: sha.clone(),
+            },
+        ];
+        let f = fetch(&src, &cache, &Ui::new()).unwrap();
+        assert_eq!(f.tarball, tar, "local tarball used in place");
+    }
+
+    #[test]
+    fn all_unavailable_lists_every_reason() {
+        let (d, cache, _tar, sha) = setup();
+        let src = vec![Source::Tarball {
+            path: d.path().join("nope.tar"),
+            sha256: sha,
+        }];
+        let e = format!("{:#}", fetch(&src, &cache, &Ui::new()).unwrap_err());
+        assert!(e.contains("no kernel source could be fetched"), "{e}");
+        assert!(e.contains("nope.tar does not exist"), "{e}");
+    }
+
+    #[test]
+    fn git_source_archives_a_commit() {
+        let (d, cache, _tar, _sha) = setup();
+        let repo = d.path().join("repo");
+        fs::create_dir(&repo).unwrap();
+        let git = |args: &[&str]| {
+            let st = Command::new("git")
+                .arg("-C")
+                .arg(&repo)
+                .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+                .args(args)
+                .status()
+                .unwrap();
+            assert!(st.success());
+        };
+        git(&["init", "-q"]);
+        fs::write(repo.join("Makefile"), "VERSION = 6\n").unwrap();
+        git(&["add", "."]);
+        git(&["commit", "-qm", "a"]);
+        git(&["tag", "v6.0"]);
+        let src = vec![Source::Git {
+            path: repo.clone(),
+            git_ref: "v6.0".into(),
+        }];
+        let f = fetch(&src, &cache, &Ui::new()).unwrap();
+        assert!(f.id.starts_with("git-"));
+        let list = Command::new("tar").arg("tf").arg(&f.tarball).output().unwrap();
+        assert!(String::from_utf8_lossy(&list.stdout).contains("linux/Makefile"));
+        let bad = vec![Source::Git {
+            path: repo,
+            git_ref: "v9".into(),
+        }];
+        let e = fetch(&bad, &cache, &Ui::new()).unwrap_err();
+        assert_eq!(crate::error::outcome_of(&e), crate::exitcode::Outcome::Usage);
+    }
+}

@@ -1,18 +1,110 @@
 //! bufaio host tool (`cargo xtask`): config → fetch → patch → kconfig → build →
 //! rootfs → vm → guest protocol → report.
 
-#![allow(dead_code)]
-
 mod cache;
+mod cmd;
 mod config;
+mod deps;
+mod error;
 mod exitcode;
 mod fetch;
 mod junit;
+mod kbuild;
 mod kcfgcheck;
+mod kconfig;
 mod ktap;
+mod patch;
+mod pipeline;
+mod qemu;
+mod report;
+mod rootfs;
 mod scan;
+mod ui;
+mod vm;
 mod yaml;
 
+use clap::{Parser, Subcommand};
+
+/// Build, boot and test Linux with the bufaio AIO series.
+///
+/// Exit codes: 0 all passed; 1 a test failed; 2 the kernel crashed, splatted
+/// or hung; 125 untestable (series does not apply, kernel does not build);
+/// 128 infrastructure error; 129 usage or configuration error.
+#[derive(Parser)]
+#[command(name = "cargo xtask", version)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// List missing host tools (with the install command); --install installs them.
+    Deps {
+        #[arg(long)]
+        install: bool,
+    },
+    /// Fetch and verify the kernel source only.
+    Fetch {
+        #[arg(long, default_value = config::DEFAULT_FILE)]
+        config: std::path::PathBuf,
+    },
+    /// Fetch, patch, configure and build the kernel(s).
+    Build(cmd::build::Args),
+    /// The main job: build, boot and run the guest suite on both kernels.
+    Run(cmd::run::Args),
+    /// Boot a kernel and run one command in the guest.
+    Exec(cmd::exec::Args),
+    /// Measure the toolkit: cold, warm, edit→result, boot→first KTAP.
+    BenchToolkit(cmd::bench_toolkit::Args),
+}
+
+fn fetch_only(config: std::path::PathBuf) -> anyhow::Result<i32> {
+    let common = cmd::Common {
+        config,
+        flavor: "default".into(),
+        accel: None,
+        append: vec![],
+        series: None,
+        memory: None,
+        cpus: None,
+        test_timeout: None,
+    };
+    let ctx = common.context()?;
+    let _lock = ctx.cache.lock()?;
+    let f = fetch::fetch(&ctx.cfg.kernel.sources, &ctx.cache, &ctx.ui)?;
+    println!("{} {} ({})", f.id, f.tarball.display(), f.description);
+    Ok(0)
+}
+
 fn main() {
-    println!("bufaio xtask");
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() {
+                exitcode::Outcome::Usage.code()
+            } else {
+                0
+            };
+            let _ = e.print();
+            std::process::exit(code);
+        }
+    };
+    let r = match cli.cmd {
+        Cmd::Deps { install } => deps::cmd(install),
+        Cmd::Fetch { config } => fetch_only(config),
+        Cmd::Build(a) => cmd::build::main(a),
+        Cmd::Run(a) => cmd::run::main(a),
+        Cmd::Exec(a) => cmd::exec::main(a),
+        Cmd::BenchToolkit(a) => cmd::bench_toolkit::main(a),
+    };
+    match r {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            let outcome = error::outcome_of(&e);
+            eprintln!("error: {e:#}");
+            eprintln!("({}: exit {})", outcome.label(), outcome.code());
+            std::process::exit(outcome.code());
+        }
+    }
 }

@@ -1,0 +1,90 @@
+//! One module per subcommand; each turns its options into calls of the
+//! shared stages in [`crate::pipeline`].
+
+pub mod bench_toolkit;
+pub mod build;
+pub mod exec;
+pub mod run;
+
+use crate::cache::Cache;
+use crate::config::Config;
+use crate::pipeline::Ctx;
+use crate::ui::Ui;
+use anyhow::Result;
+use std::path::{Path, PathBuf};
+
+/// Options shared by every subcommand that boots a kernel.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Common {
+    /// Configuration file.
+    #[arg(long, default_value = crate::config::DEFAULT_FILE)]
+    pub config: PathBuf,
+    /// Kconfig flavor (a key of kconfig.flavors: default, debug, …).
+    #[arg(long, default_value = "default")]
+    pub flavor: String,
+    /// Accelerator (overrides qemu.accel).
+    #[arg(long, value_enum)]
+    pub accel: Option<crate::config::Accel>,
+    /// Extra kernel command-line words (repeatable).
+    #[arg(long = "append")]
+    pub append: Vec<String>,
+    /// Series file (overrides `series`).
+    #[arg(long)]
+    pub series: Option<PathBuf>,
+    /// Guest memory in MiB (overrides qemu.memory_mib).
+    #[arg(long)]
+    pub memory: Option<u32>,
+    /// Guest CPUs (overrides qemu.cpus).
+    #[arg(long)]
+    pub cpus: Option<u32>,
+    /// Per-test timeout in seconds (overrides timeouts.test_s).
+    #[arg(long)]
+    pub test_timeout: Option<u64>,
+}
+
+/// Workspace root: the parent of the xtask crate.
+pub fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+impl Common {
+    pub fn context(&self) -> Result<Ctx> {
+        let root = project_root();
+        let path = if self.config.is_relative() && !self.config.exists() {
+            root.join(&self.config)
+        } else {
+            self.config.clone()
+        };
+        let mut cfg =
+            Config::load(&path).map_err(|e| crate::error::usage(format!("{e:#}")))?;
+        self.apply(&mut cfg);
+        Ok(Ctx {
+            root,
+            cfg,
+            cache: Cache::open()?,
+            ui: Ui::new(),
+        })
+    }
+
+    /// CLI flags override the file.
+    pub fn apply(&self, cfg: &mut Config) {
+        if let Some(a) = self.accel {
+            cfg.qemu.accel = a;
+        }
+        if let Some(s) = &self.series {
+            cfg.series = s.clone();
+        }
+        if let Some(m) = self.memory {
+            cfg.qemu.memory_mib = m;
+        }
+        if let Some(c) = self.cpus {
+            cfg.qemu.cpus = c;
+        }
+        if let Some(t) = self.test_timeout {
+            cfg.timeouts.test_s = t;
+        }
+    }
+}

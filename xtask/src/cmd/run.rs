@@ -1,0 +1,147 @@
+//! `cargo xtask run`: the main job. Build the requested kernels, boot each with
+//! fresh disks, run the guest suite, print the table, write the run dir.
+
+use super::Common;
+use crate::error::usage;
+use crate::exitcode::Outcome;
+use crate::patch::Series;
+use crate::pipeline::{self, BootOpts, GuestJob, KernelSel};
+use crate::report::{self, Manifest, RunSummary};
+use anyhow::{Context, Result};
+use std::path::PathBuf;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub common: Common,
+    /// Which kernel(s): both compares unpatched and patched (the A/B).
+    #[arg(long, value_enum, default_value = "both")]
+    pub kernel: KernelSel,
+    /// Only tests matching these globs (over names like `read/*@ext2`).
+    #[arg(long = "filter")]
+    pub filters: Vec<String>,
+    /// Repeat a previous run from its manifest.yaml (same config, kernel
+    /// selection, flavor, filters); fails if the source or patches changed.
+    #[arg(long)]
+    pub manifest: Option<PathBuf>,
+}
+
+pub fn main(mut a: Args) -> Result<i32> {
+    crate::deps::check()?;
+    let mut ctx = a.common.context()?;
+    let mut pinned: Option<Manifest> = None;
+    if let Some(m) = &a.manifest {
+        let man = Manifest::load(m).map_err(|e| usage(format!("{e:#}")))?;
+        ctx.cfg = man.config.clone();
+        a.kernel = match man.kernel_selection.as_str() {
+            "patched" => KernelSel::Patched,
+            "unpatched" => KernelSel::Unpatched,
+            _ => KernelSel::Both,
+        };
+        a.common.flavor = man.flavor.clone();
+        a.filters = man.filters.clone();
+        a.common.append = man.append.clone();
+        pinned = Some(man);
+    }
+    let mut filters = ctx.cfg.tests.filter.clone();
+    filters.extend(a.filters.iter().cloned());
+    let series = Series::load(&ctx.cfg.series)?;
+    if let Some(man) = &pinned {
+        let now = report::patches_of(&series.patches);
+        let same = now.len() == man.patches.len()
+            && now.iter().zip(&man.patches).all(|(x, y)| x.sha256 == y.sha256);
+        if !same {
+            return Err(usage(format!(
+                "patches changed since the manifest was written ({} then, {} now): restore them to repeat the run",
+                man.patches.len(),
+                now.len()
+            )));
+        }
+    }
+    let (run_id, dir) = pipeline::new_run_dir(&ctx.root, "run")?;
+    ctx.ui.info(format!("run {run_id}: {}", dir.display()));
+    let (src, builds) =
+        pipeline::build_kernels(&ctx, &series, a.kernel, &a.common.flavor, &dir)?;
+    if let Some(man) = &pinned {
+        if man.source.id != src.id {
+            return Err(usage(format!(
+                "kernel source changed: manifest has {}, fetched {}",
+                man.source.id, src.id
+            )));
+        }
+    }
+    let root = pipeline::guest_image(&ctx)?;
+    let accel = pipeline::accel(&ctx, ctx.cfg.qemu.accel, &builds[0], &root)?;
+    let job = GuestJob::Suite { filters: filters.clone() };
+    let opts = BootOpts {
+        accel: &accel,
+        append: a.common.append.clone(),
+        echo_out: false,
+    };
+    let mut results = Vec::new();
+    for kb in &builds {
+        let name: Vec<&str> = kb.variants.iter().map(|v| v.name()).collect();
+        let sub = dir.join(name.join("+"));
+        let r = pipeline::boot_and_test(&ctx, kb, &root, &job, &opts, &sub)?;
+        results.push(r);
+    }
+    let outcome = results
+        .iter()
+        .map(|r| r.outcome)
+        .fold(Outcome::Pass, Outcome::worst);
+    let manifest = Manifest {
+        bufaio_manifest: 1,
+        run_id: run_id.clone(),
+        command: "run".into(),
+        kernel_selection: format!("{:?}", a.kernel).to_lowercase(),
+        flavor: a.common.flavor.clone(),
+        filters: a.filters.clone(),
+        append: a.common.append.clone(),
+        source: report::source_of(&src),
+        patches: report::patches_of(&series.patches),
+        kernels: report::kernels_of(&builds, &results),
+        toolchain: report::toolchain(&ctx.cfg.qemu.binary),
+        accel: format!("{:?}: {}", accel.accel, accel.reason),
+        config: ctx.cfg.clone(),
+    };
+    manifest.write(&dir)?;
+    let summary = RunSummary {
+        run_id: &run_id,
+        outcome,
+        exit_code: outcome.code(),
+        kernels: &results,
+    };
+    std::fs::write(
+        dir.join("results.json"),
+        serde_json::to_string_pretty(&summary)?,
+    )
+    .context("cannot write results.json")?;
+    let table = report::table(&results);
+    std::fs::write(dir.join("summary.md"), &table)?;
+    println!("\n{table}");
+    for r in &results {
+        let v: Vec<&str> = r.variants.iter().map(|v| v.name()).collect();
+        println!(
+            "{}: {} — {} (kernel {}, {} on {:?}, boot→ready {})",
+            v.join("+"),
+            r.outcome.label(),
+            r.reason,
+            r.kernel_release.as_deref().unwrap_or("?"),
+            r.filesystems.as_deref().unwrap_or("?"),
+            r.accel,
+            r.boot_to_ready_ms
+                .map(|ms| format!("{:.2}s", ms as f64 / 1000.0))
+                .unwrap_or_else(|| "never".into())
+        );
+        if let Some(s) = r.splats.iter().find(|s| !s.allowed) {
+            println!("first splat ({}:{}):\n{}", r.dir.join("console.log").display(), s.line, s.excerpt);
+        }
+    }
+    println!(
+        "outcome: {} (exit {}) — artifacts: {}",
+        outcome.label(),
+        outcome.code(),
+        dir.display()
+    );
+    Ok(outcome.code())
+}

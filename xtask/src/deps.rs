@@ -1,0 +1,153 @@
+//! `cargo xtask deps`: host tools, what is missing and how to install it.
+//! `run` calls [`check`] first so a missing tool fails fast with the exact
+//! install command instead of deep inside make.
+
+use crate::error::classified;
+use crate::exitcode::Outcome;
+use crate::fetch::which;
+use anyhow::{bail, Context, Result};
+use std::path::Path;
+use std::process::Command;
+
+pub struct Dep {
+    /// Debian package.
+    pub package: &'static str,
+    /// How we detect it: an executable name or a file path.
+    pub probe: Probe,
+    pub required: bool,
+    pub why: &'static str,
+}
+
+pub enum Probe {
+    Exe(&'static str),
+    File(&'static str),
+}
+
+pub const DEPS: &[Dep] = &[
+    Dep { package: "qemu-system-x86", probe: Probe::Exe("qemu-system-x86_64"), required: true, why: "boots the test kernel" },
+    Dep { package: "make", probe: Probe::Exe("make"), required: true, why: "kernel build" },
+    Dep { package: "gcc", probe: Probe::Exe("gcc"), required: true, why: "kernel build" },
+    Dep { package: "flex", probe: Probe::Exe("flex"), required: true, why: "kconfig" },
+    Dep { package: "bison", probe: Probe::Exe("bison"), required: true, why: "kconfig" },
+    Dep { package: "bc", probe: Probe::Exe("bc"), required: true, why: "kernel build" },
+    Dep { package: "libelf-dev", probe: Probe::File("/usr/include/libelf.h"), required: true, why: "objtool" },
+    Dep { package: "libssl-dev", probe: Probe::File("/usr/include/openssl/ssl.h"), required: true, why: "kernel build scripts" },
+    Dep { package: "e2fsprogs", probe: Probe::Exe("mke2fs"), required: true, why: "ext2/ext3 images (mke2fs -d) and e2fsck" },
+    Dep { package: "patch", probe: Probe::Exe("patch"), required: true, why: "applies patches/series" },
+    Dep { package: "xz-utils", probe: Probe::Exe("xz"), required: true, why: "source tarballs" },
+    Dep { package: "cpio", probe: Probe::Exe("cpio"), required: true, why: "kernel build (kheaders)" },
+    Dep { package: "busybox-static", probe: Probe::File("/bin/busybox"), required: false, why: "a shell and tools inside the guest for `exec`" },
+    Dep { package: "ccache", probe: Probe::Exe("ccache"), required: false, why: "faster rebuilds" },
+];
+
+pub fn present(d: &Dep) -> bool {
+    match d.probe {
+        Probe::Exe(e) => which(e).is_some(),
+        Probe::File(f) => Path::new(f).exists(),
+    }
+}
+
+pub fn missing(include_optional: bool) -> Vec<&'static Dep> {
+    DEPS.iter()
+        .filter(|d| (d.required || include_optional) && !present(d))
+        .collect()
+}
+
+pub fn install_command(deps: &[&Dep]) -> String {
+    let pkgs: Vec<&str> = deps.iter().map(|d| d.package).collect();
+    format!("sudo apt-get install -y {}", pkgs.join(" "))
+}
+
+/// Fail fast (exit 128) when a required tool is missing.
+pub fn check() -> Result<()> {
+    let m = missing(false);
+    if m.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = m
+        .iter()
+        .map(|d| format!("  {} ({})", d.package, d.why))
+        .collect();
+    Err(classified(
+        Outcome::Infrastructure,
+        format!(
+            "missing host tools:\n{}\ninstall them with:\n  {}\n(or run `cargo xtask deps --install` as root)",
+            list.join("\n"),
+            install_command(&m)
+        ),
+    ))
+}
+
+pub fn cmd(install: bool) -> Result<i32> {
+    for d in DEPS {
+        println!(
+            "{:<4} {:<16} {}{}",
+            if present(d) { "ok" } else { "MISS" },
+            d.package,
+            d.why,
+            if d.required { "" } else { " (optional)" }
+        );
+    }
+    let m = missing(true);
+    if m.is_empty() {
+        println!("all host tools present");
+        return Ok(0);
+    }
+    if !install {
+        println!("\nto install: {}", install_command(&m));
+        return Ok(if missing(false).is_empty() { 0 } else { 1 });
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!(
+            "--install needs root (apt-get); run: {}",
+            install_command(&m)
+        );
+    }
+    let pkgs: Vec<&str> = m.iter().map(|d| d.package).collect();
+    println!("installing: {}", pkgs.join(" "));
+    let st = Command::new("apt-get")
+        .arg("update")
+        .arg("-q")
+        .status()
+        .context("cannot run apt-get update")?;
+    if !st.success() {
+        bail!("apt-get update failed");
+    }
+    let st = Command::new("apt-get")
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(&pkgs)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .context("cannot run apt-get install")?;
+    if !st.success() {
+        bail!("apt-get install {} failed", pkgs.join(" "));
+    }
+    let still: Vec<&str> = missing(false).iter().map(|d| d.package).collect();
+    if !still.is_empty() {
+        bail!("still missing after install: {}", still.join(" "));
+    }
+    println!("host tools installed");
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn install_command_lists_packages() {
+        let m: Vec<&Dep> = DEPS.iter().take(2).collect();
+        assert_eq!(
+            install_command(&m),
+            "sudo apt-get install -y qemu-system-x86 make"
+        );
+    }
+
+    #[test]
+    fn table_covers_issue_list() {
+        for p in ["qemu-system-x86", "make", "gcc", "flex", "bison", "bc", "libelf-dev", "libssl-dev", "e2fsprogs", "busybox-static", "ccache"] {
+            assert!(DEPS.iter().any(|d| d.package == p), "{p}");
+        }
+    }
+}

@@ -1,0 +1,382 @@
+//! Stage 2, patch: a pristine kernel tree per (source, series), with the series
+//! applied in order. Trees are built in a temporary directory and renamed into
+//! place only when every patch applied, so a half-patched tree is never reused.
+
+use crate::cache::{sha256_bytes, Cache};
+use crate::error::{untestable, usage};
+use crate::fetch::{short, Fetched};
+use crate::ui::Ui;
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// One entry of `patches/series`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PatchInfo {
+    pub name: String,
+    pub path: PathBuf,
+    pub sha256: String,
+    pub subject: String,
+    /// `-pN` strip level from the series line (quilt syntax), default 1.
+    pub strip: u32,
+}
+
+/// A parsed series (possibly a prefix of the file, for bisecting).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Series {
+    pub file: PathBuf,
+    pub patches: Vec<PatchInfo>,
+}
+
+/// A ready-to-build kernel tree.
+#[derive(Debug, Clone, Serialize)]
+pub struct Tree {
+    pub path: PathBuf,
+    /// Hash of (source id, applied patches): names the tree in the cache.
+    pub key: String,
+    pub patches: Vec<PatchInfo>,
+}
+
+/// Parse quilt `series` text: one patch per line, `#` comments, optional `-pN`.
+/// Pure: returns (name, strip, line) tuples.
+pub fn parse_series(text: &str) -> Result<Vec<(String, u32, usize)>, String> {
+    let mut out = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let mut words = line.split_whitespace();
+        let name = words.next().unwrap_or_default().to_string();
+        let mut strip = 1;
+        for w in words {
+            match w.strip_prefix("-p").and_then(|n| n.parse().ok()) {
+                Some(n) => strip = n,
+                None => return Err(format!("line {}: unknown option {w:?}", i + 1)),
+            }
+        }
+        out.push((name, strip, i + 1));
+    }
+    Ok(out)
+}
+
+/// Subject line of a git-format-patch file, without the `[PATCH n/m]` prefix.
+pub fn subject_of(patch: &str) -> String {
+    let mut lines = patch.lines();
+    while let Some(l) = lines.next() {
+        if let Some(s) = l.strip_prefix("Subject: ") {
+            let mut s = s.to_string();
+            // RFC 2822 folded header continuation.
+            for cont in lines.by_ref() {
+                if cont.starts_with(' ') || cont.starts_with('\t') {
+                    s.push(' ');
+                    s.push_str(cont.trim());
+                } else {
+                    break;
+                }
+            }
+            let s = s.trim();
+            return match (s.starts_with('['), s.find("] ")) {
+                (true, Some(i)) => s[i + 2..].to_string(),
+                _ => s.to_string(),
+            };
+        }
+        if l.starts_with("diff --git") {
+            break;
+        }
+    }
+    String::new()
+}
+
+impl Series {
+    /// Load the series file and hash every patch it lists.
+    pub fn load(file: &Path) -> Result<Series> {
+        let text = fs::read_to_string(file)
+            .with_context(|| format!("cannot read series file {}", file.display()))
+            .map_err(|e| usage(format!("{e:#}")))?;
+        let dir = file.parent().unwrap_or(Path::new("."));
+        let entries =
+            parse_series(&text).map_err(|e| usage(format!("{}: {e}", file.display())))?;
+        let mut patches = Vec::new();
+        for (name, strip, line) in entries {
+            let path = dir.join(&name);
+            let body = fs::read(&path).map_err(|e| {
+                usage(format!(
+                    "{}:{line}: patch {name} cannot be read ({}): {e}",
+                    file.display(),
+                    path.display()
+                ))
+            })?;
+            patches.push(PatchInfo {
+                subject: subject_of(&String::from_utf8_lossy(&body)),
+                sha256: sha256_bytes(&body),
+                name,
+                path,
+                strip,
+            });
+        }
+        Ok(Series {
+            file: file.to_path_buf(),
+            patches,
+        })
+    }
+
+    pub fn empty(file: &Path) -> Series {
+        Series {
+            file: file.to_path_buf(),
+            patches: Vec::new(),
+        }
+    }
+
+    /// The first `n` patches (bisecting over prefixes).
+    pub fn prefix(&self, n: usize) -> Series {
+        Series {
+            file: self.file.clone(),
+            patches: self.patches[..n.min(self.patches.len())].to_vec(),
+        }
+    }
+}
+
+/// Tree key: the source identity plus each applied patch (name and content).
+pub fn tree_key(source_id: &str, patches: &[PatchInfo]) -> String {
+    let mut s = format!("source {source_id}\n");
+    for p in patches {
+        s.push_str(&format!("patch {} -p{} {}\n", p.name, p.strip, p.sha256));
+    }
+    sha256_bytes(s.as_bytes())
+}
+
+const MARKER: &str = ".bufaio-tree.json";
+
+/// Extract `src` and apply `series`, or reuse the cached tree for the same key.
+/// The caller holds the cache lock.
+pub fn prepare(src: &Fetched, series: &Series, cache: &Cache, ui: &Ui) -> Result<Tree> {
+    let key = tree_key(&src.id, &series.patches);
+    let path = cache.trees().join(short(&key));
+    let tree = Tree {
+        path: path.clone(),
+        key: key.clone(),
+        patches: series.patches.clone(),
+    };
+    if path.join(MARKER).is_file() {
+        return Ok(tree);
+    }
+    if path.exists() {
+        // A tree without its marker is debris from an interrupted run.
+        fs::remove_dir_all(&path)
+            .with_context(|| format!("cannot remove stale tree {}", path.display()))?;
+    }
+    let what = if series.patches.is_empty() {
+        "unpatched".to_string()
+    } else {
+        format!("{} patches", series.patches.len())
+    };
+    let stage = ui.stage("patch", format!("tree {} ({what})", short(&key)));
+    let tmp = tempfile::Builder::new()
+        .prefix(".extract-")
+        .tempdir_in(cache.trees())
+        .context("cannot create a temp dir for the tree")?;
+    stage.note(format!("extracting {}", src.tarball.display()));
+    let out = Command::new("tar")
+        .arg("-xf")
+        .arg(&src.tarball)
+        .arg("-C")
+        .arg(tmp.path())
+        .arg("--strip-components=1")
+        .output()
+        .context("cannot run tar")?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "cannot extract {}: {} (disk full? corrupt archive?)",
+            src.tarball.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    if !tmp.path().join("Makefile").is_file() || !tmp.path().join("fs/aio.c").is_file() {
+        anyhow::bail!(
+            "{} does not look like a Linux tree (no Makefile or fs/aio.c at its top)",
+            src.tarball.display()
+        );
+    }
+    for (i, p) in series.patches.iter().enumerate() {
+        stage.note(format!("applying {}", p.name));
+        apply_one(tmp.path(), p).map_err(|e| {
+            untestable(format!(
+                "patch {}/{} {} ({}) does not apply:\n{e}",
+                i + 1,
+                series.patches.len(),
+                p.name,
+                p.subject
+            ))
+        })?;
+    }
+    let meta = serde_json::to_string_pretty(&serde_json::json!({
+        "key": key, "source": src.id, "patches": series.patches,
+    }))?;
+    fs::write(tmp.path().join(MARKER), meta).context("cannot write the tree marker")?;
+    let tmp_path = tmp.keep();
+    fs::rename(&tmp_path, &path).with_context(|| {
+        format!(
+            "cannot rename {} to {}",
+            tmp_path.display(),
+            path.display()
+        )
+    })?;
+    stage.finish(format!("ready at {}", path.display()));
+    Ok(tree)
+}
+
+/// Apply one patch with GNU patch; on failure return the output and the
+/// rejected hunks.
+fn apply_one(tree: &Path, p: &PatchInfo) -> std::result::Result<(), String> {
+    let rej = tree.join(".bufaio-rejects");
+    let out = Command::new("patch")
+        .arg(format!("-p{}", p.strip))
+        .args(["--forward", "--batch", "--no-backup-if-mismatch", "-i"])
+        .arg(&p.path)
+        .arg(format!("--reject-file={}", rej.display()))
+        .current_dir(tree)
+        .output()
+        .map_err(|e| format!("cannot run patch: {e}"))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let mut msg = String::from_utf8_lossy(&out.stdout).to_string();
+    msg.push_str(&String::from_utf8_lossy(&out.stderr));
+    if let Ok(r) = fs::read_to_string(&rej) {
+        msg.push_str("\nrejected hunks:\n");
+        msg.push_str(&r.lines().take(60).collect::<Vec<_>>().join("\n"));
+    }
+    Err(msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn series_parsing() {
+        let s = "# comment\n0001-a.patch\n\n0002-b.patch -p0 # trailing\n";
+        assert_eq!(
+            parse_series(s).unwrap(),
+            vec![("0001-a.patch".into(), 1, 2), ("0002-b.patch".into(), 0, 4)]
+        );
+        assert!(parse_series("x.patch --weird\n").unwrap_err().contains("line 1"));
+    }
+
+    #[test]
+    fn subjects() {
+        let p = "From 1 Mon\nSubject: [PATCH 2/3] aio: do a\n thing\nX: y\n\ndiff --git a b\n";
+        assert_eq!(subject_of(p), "aio: do a thing");
+        assert_eq!(subject_of("Subject: plain\n"), "plain");
+    }
+
+    #[test]
+    fn key_depends_on_source_and_patches() {
+        let p = PatchInfo {
+            name: "a".into(),
+            path: "a".into(),
+            sha256: "1".into(),
+            subject: String::new(),
+            strip: 1,
+        };
+        let k0 = tree_key("src", &[]);
+        assert_ne!(k0, tree_key("src", std::slice::from_ref(&p)));
+        assert_ne!(k0, tree_key("other", &[]));
+        assert_eq!(k0, tree_key("src", &[]));
+    }
+
+    fn fake_source(d: &Path) -> Fetched {
+        let top = d.join("src/linux");
+        fs::create_dir_all(top.join("fs")).unwrap();
+        fs::write(top.join("Makefile"), "all:\n").unwrap();
+        fs::write(top.join("fs/aio.c"), "line1\nline2\nline3\n").unwrap();
+        let tar = d.join("src.tar");
+        let st = Command::new("tar")
+            .arg("-cf")
+            .arg(&tar)
+            .arg("-C")
+            .arg(d.join("src"))
+            .arg("linux")
+            .status()
+            .unwrap();
+        assert!(st.success());
+        Fetched {
+            id: "fake".into(),
+            tarball: tar,
+            description: "fake".into(),
+            tarball_sha256: String::new(),
+        }
+    }
+
+    fn write_series(d: &Path, patches: &[(&str, &str)]) -> Series {
+        let dir = d.join("patches");
+        fs::create_dir_all(&dir).unwrap();
+        let mut series = String::new();
+        for (name, body) in patches {
+            fs::write(dir.join(name), body).unwrap();
+            series.push_str(name);
+            series.push('\n');
+        }
+        fs::write(dir.join("series"), series).unwrap();
+        Series::load(&dir.join("series")).unwrap()
+    }
+
+    const GOOD: &str = "Subject: [PATCH] aio: change line2\n---\n--- a/fs/aio.c\n+++ b/fs/aio.c\n@@ -1,3 +1,3 @@\n line1\n-line2\n+LINE2\n line3\n";
+    const BAD: &str = "Subject: [PATCH] aio: conflicting\n---\n--- a/fs/aio.c\n+++ b/fs/aio.c\n@@ -1,3 +1,3 @@\n line1\n-nothere\n+x\n line3\n";
+
+    #[test]
+    fn applies_series_and_reuses_tree() {
+        let d = tempfile::tempdir().unwrap();
+        let cache = Cache::at(d.path().join("cache")).unwrap();
+        let src = fake_source(d.path());
+        let series = write_series(d.path(), &[("0001-good.patch", GOOD)]);
+        let t = prepare(&src, &series, &cache, &Ui::new()).unwrap();
+        assert_eq!(
+            fs::read_to_string(t.path.join("fs/aio.c")).unwrap(),
+            "line1\nLINE2\nline3\n"
+        );
+        assert_eq!(t.patches[0].subject, "aio: change line2");
+        let t2 = prepare(&src, &series, &cache, &Ui::new()).unwrap();
+        assert_eq!(t.path, t2.path);
+        let pristine = prepare(&src, &Series::empty(&series.file), &cache, &Ui::new()).unwrap();
+        assert_ne!(pristine.path, t.path);
+        assert_eq!(
+            fs::read_to_string(pristine.path.join("fs/aio.c")).unwrap(),
+            "line1\nline2\nline3\n"
+        );
+    }
+
+    #[test]
+    fn conflict_names_patch_and_leaves_no_tree() {
+        let d = tempfile::tempdir().unwrap();
+        let cache = Cache::at(d.path().join("cache")).unwrap();
+        let src = fake_source(d.path());
+        let series = write_series(
+            d.path(),
+            &[("0001-good.patch", GOOD), ("0002-bad.patch", BAD)],
+        );
+        let e = prepare(&src, &series, &cache, &Ui::new()).unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(msg.contains("patch 2/2 0002-bad.patch"), "{msg}");
+        assert!(msg.contains("aio: conflicting"), "{msg}");
+        assert!(msg.contains("-nothere"), "rejected hunk shown: {msg}");
+        assert_eq!(
+            crate::error::outcome_of(&e),
+            crate::exitcode::Outcome::Untestable
+        );
+        let left: Vec<_> = fs::read_dir(cache.trees()).unwrap().collect();
+        assert!(left.is_empty(), "half-patched tree left: {left:?}");
+    }
+
+    #[test]
+    fn missing_patch_file_is_a_usage_error() {
+        let d = tempfile::tempdir().unwrap();
+        fs::write(d.path().join("series"), "0001-x.patch\n").unwrap();
+        let e = Series::load(&d.path().join("series")).unwrap_err();
+        assert!(format!("{e:#}").contains("0001-x.patch"));
+        assert_eq!(crate::error::outcome_of(&e), crate::exitcode::Outcome::Usage);
+    }
+}

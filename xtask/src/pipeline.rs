@@ -1,0 +1,379 @@
+//! The stages wired together with typed inputs and outputs, shared by every
+//! subcommand (run, exec, bench, bisect, CI): config → fetch → patch → kconfig
+//! → build → rootfs → vm → guest protocol → report.
+
+use crate::cache::Cache;
+use crate::config::Config;
+use crate::exitcode::{self, Outcome, VmEnd};
+use crate::fetch::{self, Fetched};
+use crate::kbuild::{self, Built};
+use crate::kconfig::{self, Configured};
+use crate::ktap;
+use crate::patch::{self, Series, Tree};
+use crate::qemu::{self, VmSpec};
+use crate::rootfs::{self, Disk, RootImage};
+use crate::scan;
+use crate::ui::Ui;
+use crate::vm::{self, AccelChoice, Limits};
+use anyhow::{Context, Result};
+use serde::Serialize;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Which kernel(s) to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KernelSel {
+    Patched,
+    Unpatched,
+    Both,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Variant {
+    Unpatched,
+    Patched,
+}
+
+impl Variant {
+    pub fn name(self) -> &'static str {
+        match self {
+            Variant::Unpatched => "unpatched",
+            Variant::Patched => "patched",
+        }
+    }
+}
+
+impl KernelSel {
+    pub fn variants(self) -> Vec<Variant> {
+        match self {
+            KernelSel::Patched => vec![Variant::Patched],
+            KernelSel::Unpatched => vec![Variant::Unpatched],
+            KernelSel::Both => vec![Variant::Unpatched, Variant::Patched],
+        }
+    }
+}
+
+/// Everything a stage needs from the outside world.
+pub struct Ctx {
+    /// The bufaio checkout (workspace root).
+    pub root: PathBuf,
+    pub cfg: Config,
+    pub cache: Cache,
+    pub ui: Ui,
+}
+
+/// A built kernel, ready to boot.
+#[derive(Debug, Clone, Serialize)]
+pub struct KernelBuild {
+    /// The variants this build serves (both, when the series is empty).
+    pub variants: Vec<Variant>,
+    pub tree: Tree,
+    pub configured: Configured,
+    pub built: Built,
+}
+
+/// fetch → patch → kconfig → build for the requested variants, under the
+/// cache lock. Variants whose trees are identical share one build.
+pub fn build_kernels(
+    ctx: &Ctx,
+    series: &Series,
+    sel: KernelSel,
+    flavor: &str,
+    log_dir: &Path,
+) -> Result<(Fetched, Vec<KernelBuild>)> {
+    let fragments = ctx.cfg.fragments(flavor).map_err(|e| crate::error::usage(format!("{e:#}")))?;
+    let _lock = ctx.cache.lock()?;
+    let src = fetch::fetch(&ctx.cfg.kernel.sources, &ctx.cache, &ctx.ui)?;
+    let mut out: Vec<KernelBuild> = Vec::new();
+    for v in sel.variants() {
+        let s = match v {
+            Variant::Unpatched => Series::empty(&series.file),
+            Variant::Patched => series.clone(),
+        };
+        let key = patch::tree_key(&src.id, &s.patches);
+        if let Some(kb) = out.iter_mut().find(|k| k.tree.key == key) {
+            kb.variants.push(v);
+            continue;
+        }
+        let tree = patch::prepare(&src, &s, &ctx.cache, &ctx.ui)?;
+        let configured = kconfig::configure(&tree, flavor, &fragments, &ctx.ui)?;
+        let built = kbuild::build(&tree, &configured, &ctx.cache, log_dir, &ctx.ui)?;
+        if !built.rebuilt {
+            ctx.ui.info(format!(
+                "build: {} {} up to date (make skipped)",
+                v.name(),
+                &built.sha256[..12]
+            ));
+        }
+        out.push(KernelBuild {
+            variants: vec![v],
+            tree,
+            configured,
+            built,
+        });
+    }
+    Ok((src, out))
+}
+
+/// The guest binary and the root image holding it.
+pub fn guest_image(ctx: &Ctx) -> Result<RootImage> {
+    let bin = rootfs::build_guest(&ctx.root, &ctx.ui)?;
+    rootfs::root_image(&ctx.root, &bin, &ctx.ui)
+}
+
+/// What to do in the guest.
+#[derive(Debug, Clone)]
+pub enum GuestJob {
+    Suite { filters: Vec<String> },
+    Exec { argv: Vec<String>, files: Vec<PathBuf> },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TestRow {
+    pub name: String,
+    pub status: ktap::Status,
+    pub duration_ms: Option<u64>,
+    pub diagnostic: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SplatRow {
+    pub kind: String,
+    pub line: usize,
+    pub title: String,
+    pub excerpt: String,
+    pub allowed: bool,
+}
+
+/// The outcome of booting one kernel once.
+#[derive(Debug, Clone, Serialize)]
+pub struct KernelResult {
+    pub variants: Vec<Variant>,
+    pub flavor: String,
+    pub kernel_release: Option<String>,
+    pub filesystems: Option<String>,
+    pub series: Vec<String>,
+    pub bzimage_sha256: String,
+    pub accel: qemu::Accel,
+    pub accel_reason: String,
+    pub outcome: Outcome,
+    pub exit_code: i32,
+    pub reason: String,
+    pub vm_end: String,
+    pub tests: Vec<TestRow>,
+    pub splats: Vec<SplatRow>,
+    pub exec_status: Option<i32>,
+    pub boot_to_ready_ms: Option<u64>,
+    pub boot_to_ktap_ms: Option<u64>,
+    pub vm_wall_ms: u64,
+    pub dir: PathBuf,
+    pub qemu_command: String,
+}
+
+pub struct BootOpts<'a> {
+    pub accel: &'a AccelChoice,
+    pub append: Vec<String>,
+    pub echo_out: bool,
+}
+
+/// rootfs disks → vm → guest protocol → classification for one kernel.
+pub fn boot_and_test(
+    ctx: &Ctx,
+    kb: &KernelBuild,
+    root: &RootImage,
+    job: &GuestJob,
+    opts: &BootOpts,
+    dir: &Path,
+) -> Result<KernelResult> {
+    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    // The run keeps its own copy of the kernel: self-contained and immune to
+    // a concurrent rebuild of the cache's build dir.
+    let kernel = dir.join("bzImage");
+    fs::copy(&kb.built.bzimage, &kernel).context("cannot copy bzImage into the run dir")?;
+    let mut disks: Vec<Disk> = rootfs::test_disks(dir, ctx.cfg.disks.size_mib)?;
+    let mut append = vec![format!("bufaio.test_timeout={}", ctx.cfg.timeouts.test_s)];
+    let mode = match job {
+        GuestJob::Suite { filters } => {
+            if !filters.is_empty() {
+                append.push(format!("bufaio.filter={}", filters.join(",")));
+            }
+            "suite"
+        }
+        GuestJob::Exec { argv, files } => {
+            disks.push(rootfs::payload_disk(dir, argv, files)?);
+            "exec"
+        }
+    };
+    if !ctx.cfg.qemu.append.trim().is_empty() {
+        append.push(ctx.cfg.qemu.append.trim().to_string());
+    }
+    append.extend(opts.append.iter().cloned());
+    let spec = VmSpec {
+        binary: ctx.cfg.qemu.binary.clone(),
+        accel: opts.accel.accel,
+        memory_mib: ctx.cfg.qemu.memory_mib,
+        cpus: ctx.cfg.qemu.cpus,
+        kernel,
+        append: qemu::cmdline(mode, &append),
+        root_image: root.image.clone(),
+        disks: disks.clone(),
+        ktap_path: dir.join("results.ktap"),
+        out_path: dir.join("exec-output.txt"),
+    };
+    let t = &ctx.cfg.timeouts;
+    let limits = Limits {
+        boot: Duration::from_secs(t.boot_s),
+        silence: Duration::from_secs(t.silence_s),
+        overall: Duration::from_secs(t.overall_s),
+    };
+    let label = kb.variants.iter().map(|v| v.name()).collect::<Vec<_>>().join("+");
+    let stage = ctx.ui.stage("vm", format!("{label}: booting ({:?})", opts.accel.accel));
+    let r = vm::run(&spec, limits, &dir.join("console.log"), opts.echo_out, &ctx.ui)?;
+    stage.finish(format!(
+        "{label}: {:?} after {:.1}s (ready at {})",
+        r.end,
+        r.wall.as_secs_f64(),
+        r.boot_to_ready
+            .map(|d| format!("{:.2}s", d.as_secs_f64()))
+            .unwrap_or_else(|| "never".into())
+    ));
+    let report = if r.ktap.trim().is_empty() {
+        ktap::parse(&ktap::extract_from_console(&r.console))
+    } else {
+        ktap::parse(&r.ktap)
+    };
+    let allow = load_allowlist(ctx)?;
+    let splats = scan::scan(&r.console, &allow);
+    let exec = matches!(job, GuestJob::Exec { .. });
+    let (mut outcome, mut reason) = exitcode::classify(&report, &splats, &r.end, exec);
+    let mut tests: Vec<TestRow> = report
+        .tests
+        .iter()
+        .map(|t| TestRow {
+            name: t.name.clone(),
+            status: t.status.clone(),
+            duration_ms: t.duration_ms,
+            diagnostic: match &t.directive {
+                Some(d) if t.diagnostics.is_empty() => d.clone(),
+                _ => t.diagnostics.join("\n"),
+            },
+        })
+        .collect();
+    // Host-side check after every run: the test filesystems must be clean.
+    if matches!(r.end, VmEnd::Exited) {
+        for d in disks.iter().filter(|d| d.mountpoint != "/mnt/payload") {
+            let (ok, text) = rootfs::fsck(d)?;
+            tests.push(TestRow {
+                name: format!("host/fsck@{}", d.fstype),
+                status: if ok { ktap::Status::Pass } else { ktap::Status::Fail },
+                duration_ms: None,
+                diagnostic: if ok { String::new() } else { text },
+            });
+            if !ok && outcome == Outcome::Pass && !exec {
+                outcome = Outcome::TestFailed;
+                reason = format!("e2fsck -fn found errors on the {} test disk", d.fstype);
+            }
+        }
+    }
+    // Disks are per run and large: drop them once checked (sparse, but still).
+    for d in &disks {
+        let _ = fs::remove_file(&d.path);
+    }
+    let _ = fs::remove_dir_all(dir.join("payload"));
+    let splat_rows: Vec<SplatRow> = splats
+        .iter()
+        .map(|s| SplatRow {
+            kind: format!("{:?}", s.kind),
+            line: s.line,
+            title: s.title.clone(),
+            excerpt: s.excerpt.clone(),
+            allowed: s.allowed,
+        })
+        .collect();
+    if let Some(s) = scan::first_failing(&splats) {
+        fs::write(dir.join("splat.txt"), &s.excerpt).ok();
+    }
+    let res = KernelResult {
+        variants: kb.variants.clone(),
+        flavor: kb.configured.flavor.clone(),
+        kernel_release: report.header_value("kernel").map(str::to_string),
+        filesystems: report.header_value("filesystems").map(str::to_string),
+        series: kb.tree.patches.iter().map(|p| p.name.clone()).collect(),
+        bzimage_sha256: kb.built.sha256.clone(),
+        accel: opts.accel.accel,
+        accel_reason: opts.accel.reason.clone(),
+        exit_code: outcome.code(),
+        outcome,
+        reason,
+        vm_end: format!("{:?}", r.end),
+        tests,
+        splats: splat_rows,
+        exec_status: report.exec_status,
+        boot_to_ready_ms: r.boot_to_ready.map(|d| d.as_millis() as u64),
+        boot_to_ktap_ms: r.boot_to_ktap.map(|d| d.as_millis() as u64),
+        vm_wall_ms: r.wall.as_millis() as u64,
+        dir: dir.to_path_buf(),
+        qemu_command: qemu::render(&r.argv),
+    };
+    let junit = crate::junit::render(
+        &format!("bufaio.{label}"),
+        &report,
+        scan::first_failing(&splats).map(|s| s.excerpt.as_str()),
+    );
+    fs::write(dir.join("junit.xml"), junit)?;
+    fs::write(dir.join("results.json"), serde_json::to_string_pretty(&res)?)?;
+    Ok(res)
+}
+
+fn load_allowlist(ctx: &Ctx) -> Result<scan::Allowlist> {
+    match &ctx.cfg.splat_allowlist {
+        None => Ok(scan::Allowlist::empty()),
+        Some(p) => {
+            let text = fs::read_to_string(p).map_err(|e| {
+                crate::error::usage(format!("splat_allowlist {}: {e}", p.display()))
+            })?;
+            scan::Allowlist::parse(&text)
+                .map_err(|e| crate::error::usage(format!("{}: {e:#}", p.display())))
+        }
+    }
+}
+
+/// Accelerator for this host, probing KVM with the first kernel if needed.
+pub fn accel(ctx: &Ctx, wanted: crate::config::Accel, kb: &KernelBuild, root: &RootImage) -> Result<AccelChoice> {
+    let dummy = tempfile::tempdir()?;
+    let spec = VmSpec {
+        binary: ctx.cfg.qemu.binary.clone(),
+        accel: qemu::Accel::Tcg,
+        memory_mib: ctx.cfg.qemu.memory_mib,
+        cpus: ctx.cfg.qemu.cpus,
+        kernel: kb.built.bzimage.clone(),
+        append: String::new(),
+        root_image: root.image.clone(),
+        disks: vec![],
+        ktap_path: dummy.path().join("k"),
+        out_path: dummy.path().join("o"),
+    };
+    let c = vm::choose_accel(wanted, &ctx.cache.probe(), &spec, &ctx.ui)?;
+    ctx.ui.info(format!("accel: {:?} — {}", c.accel, c.reason));
+    Ok(c)
+}
+
+/// A new run directory `target/runs/<id>` and the `latest` link to it.
+pub fn new_run_dir(root: &Path, tag: &str) -> Result<(String, PathBuf)> {
+    let runs = root.join("target/runs");
+    fs::create_dir_all(&runs).with_context(|| format!("cannot create {}", runs.display()))?;
+    let now = time::OffsetDateTime::now_utc();
+    let fmt = time::macros::format_description!("[year][month][day]-[hour][minute][second]");
+    let stamp = now.format(&fmt).unwrap_or_else(|_| "run".into());
+    let id = format!("{stamp}-{tag}-{}", std::process::id());
+    let dir = runs.join(&id);
+    fs::create_dir_all(&dir)?;
+    let tmp_link = runs.join(format!(".latest-{}", std::process::id()));
+    let _ = fs::remove_file(&tmp_link);
+    std::os::unix::fs::symlink(&id, &tmp_link)?;
+    fs::rename(&tmp_link, runs.join("latest"))?;
+    Ok((id, dir))
+}

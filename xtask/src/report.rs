@@ -1,0 +1,264 @@
+//! Stage 8, report: the run directory's `manifest.yaml` (every input, enough
+//! to repeat the run), the combined `results.json`, and the result table.
+
+use crate::config::Config;
+use crate::exitcode::Outcome;
+use crate::fetch::Fetched;
+use crate::ktap::Status;
+use crate::patch::PatchInfo;
+use crate::pipeline::{KernelBuild, KernelResult};
+use crate::yaml;
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::Command;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    pub bufaio_manifest: u32,
+    pub run_id: String,
+    pub command: String,
+    pub kernel_selection: String,
+    pub flavor: String,
+    pub filters: Vec<String>,
+    pub append: Vec<String>,
+    pub source: ManifestSource,
+    pub patches: Vec<ManifestPatch>,
+    pub kernels: Vec<ManifestKernel>,
+    pub toolchain: BTreeMap<String, String>,
+    pub accel: String,
+    pub config: Config,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ManifestSource {
+    pub id: String,
+    pub description: String,
+    pub tarball_sha256: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ManifestPatch {
+    pub name: String,
+    pub sha256: String,
+    pub subject: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ManifestKernel {
+    pub variants: Vec<String>,
+    pub tree_key: String,
+    pub fragments_hash: String,
+    pub config_hash: String,
+    pub bzimage_sha256: String,
+    pub qemu_command: String,
+}
+
+pub fn patches_of(p: &[PatchInfo]) -> Vec<ManifestPatch> {
+    p.iter()
+        .map(|p| ManifestPatch {
+            name: p.name.clone(),
+            sha256: p.sha256.clone(),
+            subject: p.subject.clone(),
+        })
+        .collect()
+}
+
+pub fn source_of(f: &Fetched) -> ManifestSource {
+    ManifestSource {
+        id: f.id.clone(),
+        description: f.description.clone(),
+        tarball_sha256: f.tarball_sha256.clone(),
+    }
+}
+
+pub fn kernels_of(builds: &[KernelBuild], results: &[KernelResult]) -> Vec<ManifestKernel> {
+    builds
+        .iter()
+        .map(|b| ManifestKernel {
+            variants: b.variants.iter().map(|v| v.name().to_string()).collect(),
+            tree_key: b.tree.key.clone(),
+            fragments_hash: b.configured.fragments_hash.clone(),
+            config_hash: b.configured.config_hash.clone(),
+            bzimage_sha256: b.built.sha256.clone(),
+            qemu_command: results
+                .iter()
+                .find(|r| r.bzimage_sha256 == b.built.sha256)
+                .map(|r| r.qemu_command.clone())
+                .unwrap_or_default(),
+        })
+        .collect()
+}
+
+fn first_line(cmd: &str, args: &[&str]) -> String {
+    Command::new(cmd)
+        .args(args)
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| "not found".into())
+}
+
+pub fn toolchain(qemu: &str) -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    m.insert("gcc".into(), first_line("gcc", &["--version"]));
+    m.insert("make".into(), first_line("make", &["--version"]));
+    m.insert("qemu".into(), first_line(qemu, &["--version"]));
+    m.insert("rustc".into(), first_line("rustc", &["--version"]));
+    m.insert("ccache".into(), first_line("ccache", &["--version"]));
+    m.insert("mke2fs".into(), {
+        let o = Command::new("mke2fs").arg("-V").output().ok();
+        o.map(|o| {
+            String::from_utf8_lossy(&o.stderr)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string()
+        })
+        .unwrap_or_default()
+    });
+    m
+}
+
+impl Manifest {
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        let text = yaml::to_string(self)?;
+        std::fs::write(dir.join("manifest.yaml"), text).context("cannot write manifest.yaml")
+    }
+
+    pub fn load(path: &Path) -> Result<Manifest> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read manifest {}", path.display()))?;
+        yaml::from_str(&text, path)
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct RunSummary<'a> {
+    pub run_id: &'a str,
+    pub outcome: Outcome,
+    pub exit_code: i32,
+    pub kernels: &'a [KernelResult],
+}
+
+fn mark(s: Option<&Status>) -> &'static str {
+    match s {
+        Some(Status::Pass) => "ok",
+        Some(Status::Fail) => "FAIL",
+        Some(Status::Skip) => "skip",
+        None => "-",
+    }
+}
+
+/// The result table: one row per test, one column per booted kernel.
+pub fn table(results: &[KernelResult]) -> String {
+    let mut names: Vec<&str> = Vec::new();
+    for r in results {
+        for t in &r.tests {
+            if !names.contains(&t.name.as_str()) {
+                names.push(&t.name);
+            }
+        }
+    }
+    let cols: Vec<String> = results
+        .iter()
+        .map(|r| {
+            r.variants
+                .iter()
+                .map(|v| v.name())
+                .collect::<Vec<_>>()
+                .join(" = ")
+        })
+        .collect();
+    let w = names.iter().map(|n| n.len()).max().unwrap_or(4).max(4);
+    let mut out = String::new();
+    let _ = write!(out, "| {:<w$} |", "test");
+    for c in &cols {
+        let _ = write!(out, " {c} |");
+    }
+    out.push('\n');
+    let _ = write!(out, "|{}|", "-".repeat(w + 2));
+    for c in &cols {
+        let _ = write!(out, "{}|", "-".repeat(c.len() + 2));
+    }
+    out.push('\n');
+    for n in &names {
+        let _ = write!(out, "| {n:<w$} |");
+        for (r, c) in results.iter().zip(&cols) {
+            let t = r.tests.iter().find(|t| t.name == *n);
+            let cell = match t.and_then(|t| t.duration_ms) {
+                Some(ms) => format!("{} {ms}ms", mark(t.map(|t| &t.status))),
+                None => mark(t.map(|t| &t.status)).to_string(),
+            };
+            let _ = write!(out, " {cell:<width$} |", width = c.len());
+        }
+        out.push('\n');
+    }
+    let _ = write!(out, "| {:<w$} |", "outcome");
+    for (r, c) in results.iter().zip(&cols) {
+        let _ = write!(out, " {:<width$} |", r.outcome.label(), width = c.len());
+    }
+    out.push('\n');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::{TestRow, Variant};
+
+    fn result(variants: Vec<Variant>, tests: Vec<(&str, Status)>) -> KernelResult {
+        KernelResult {
+            variants,
+            flavor: "default".into(),
+            kernel_release: None,
+            filesystems: None,
+            series: vec![],
+            bzimage_sha256: String::new(),
+            accel: crate::qemu::Accel::Tcg,
+            accel_reason: String::new(),
+            outcome: Outcome::Pass,
+            exit_code: 0,
+            reason: String::new(),
+            vm_end: String::new(),
+            tests: tests
+                .into_iter()
+                .map(|(n, s)| TestRow {
+                    name: n.into(),
+                    status: s,
+                    duration_ms: Some(5),
+                    diagnostic: String::new(),
+                })
+                .collect(),
+            splats: vec![],
+            exec_status: None,
+            boot_to_ready_ms: None,
+            boot_to_ktap_ms: None,
+            vm_wall_ms: 0,
+            dir: "/x".into(),
+            qemu_command: String::new(),
+        }
+    }
+
+    #[test]
+    fn table_has_a_column_per_kernel() {
+        let a = result(vec![Variant::Unpatched], vec![("read/a@ext2", Status::Fail)]);
+        let b = result(
+            vec![Variant::Patched],
+            vec![("read/a@ext2", Status::Pass), ("read/b@ext3", Status::Skip)],
+        );
+        let t = table(&[a, b]);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines[0], "| test        | unpatched | patched |");
+        assert_eq!(lines[2], "| read/a@ext2 | FAIL 5ms  | ok 5ms  |");
+        assert_eq!(lines[3], "| read/b@ext3 | -         | skip 5ms |");
+        assert!(lines[4].starts_with("| outcome"));
+    }
+}

@@ -1,0 +1,160 @@
+//! End to end: the real pipeline (fetch, patch, build, boot under QEMU, guest
+//! suite). Tests share one kernel build through the cache and run one VM at a
+//! time (a global lock), since a 2-core host cannot run two TCG guests well.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Mutex;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn xtask(args: &[&str]) -> (i32, String, Output) {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(args)
+        .current_dir(root())
+        .env_remove("GITHUB_ACTIONS")
+        .output()
+        .expect("run xtask");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("--- xtask {args:?}\n{text}");
+    (out.status.code().unwrap_or(-1), text, out)
+}
+
+fn artifacts(text: &str) -> PathBuf {
+    let line = text
+        .lines()
+        .find_map(|l| l.split("artifacts: ").nth(1))
+        .expect("run printed its artifacts dir");
+    PathBuf::from(line.trim())
+}
+
+fn results(dir: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn suite_passes_on_ext2_and_ext3_both_kernels() {
+    let (code, text, _) = xtask(&["run", "--kernel", "both"]);
+    assert_eq!(code, 0, "run failed");
+    let dir = artifacts(&text);
+    for f in ["manifest.yaml", "results.json", "summary.md"] {
+        assert!(dir.join(f).is_file(), "{f} missing");
+    }
+    assert!(root().join("target/runs/latest").exists());
+    let r = results(&dir);
+    assert_eq!(r["outcome"], "pass");
+    let kernels = r["kernels"].as_array().unwrap();
+    let variants: Vec<String> = kernels
+        .iter()
+        .flat_map(|k| k["variants"].as_array().unwrap().iter())
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert!(variants.contains(&"unpatched".into()) && variants.contains(&"patched".into()));
+    for k in kernels {
+        assert!(k["kernel_release"].as_str().unwrap().starts_with("6.12"), "{k}");
+        let kdir = PathBuf::from(k["dir"].as_str().unwrap());
+        for f in ["console.log", "results.json", "junit.xml", "results.ktap"] {
+            assert!(kdir.join(f).is_file(), "{f} missing in {}", kdir.display());
+        }
+        let tests = k["tests"].as_array().unwrap();
+        for fs in ["ext2", "ext3"] {
+            let passed = tests
+                .iter()
+                .filter(|t| t["name"].as_str().unwrap().ends_with(&format!("@{fs}")))
+                .filter(|t| t["status"] == "pass")
+                .count();
+            assert!(passed >= 5, "only {passed} tests passed on {fs}: {k}");
+            let fsck = tests.iter().find(|t| t["name"] == format!("host/fsck@{fs}"));
+            assert_eq!(fsck.unwrap()["status"], "pass");
+        }
+        assert!(tests.iter().all(|t| t["status"] != "fail"), "{k}");
+        assert!(k["boot_to_ready_ms"].as_u64().is_some());
+    }
+    let manifest = std::fs::read_to_string(dir.join("manifest.yaml")).unwrap();
+    assert!(manifest.contains("qemu_command: "), "{manifest}");
+    assert!(manifest.contains("tarball_sha256: "));
+}
+
+#[test]
+fn injected_panic_is_a_kernel_crash_with_excerpt() {
+    // Fixture: the guest init exits at once, so the kernel panics
+    // ("Attempted to kill init!").
+    let (code, text, _) = xtask(&[
+        "run",
+        "--kernel",
+        "unpatched",
+        "--append",
+        "bufaio.fixture=panic",
+    ]);
+    assert_eq!(code, 2, "a panic must exit 2");
+    assert!(text.contains("Kernel panic - not syncing"), "excerpt printed");
+    let dir = artifacts(&text);
+    let r = results(&dir);
+    assert_eq!(r["exit_code"], 2);
+    let k = &r["kernels"][0];
+    let splats = k["splats"].as_array().unwrap();
+    assert!(splats.iter().any(|s| s["kind"] == "Panic"), "{k}");
+    assert!(PathBuf::from(k["dir"].as_str().unwrap()).join("splat.txt").is_file());
+}
+
+#[test]
+fn exec_runs_a_command_with_files_and_returns_its_status() {
+    let tmp = tempfile::tempdir().unwrap();
+    let f = tmp.path().join("hello.txt");
+    std::fs::write(&f, "hello from the host\n").unwrap();
+    let (code, text, out) = xtask(&[
+        "exec",
+        "--kernel",
+        "unpatched",
+        "--add",
+        f.to_str().unwrap(),
+        "--",
+        "sh",
+        "-c",
+        "cat hello.txt; grep -q ' /mnt/ext3 ext3 ' /proc/mounts && echo ext3-mounted; uname -r; exit 7",
+    ]);
+    assert_eq!(code, 7, "exit status of the guest command");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("hello from the host"), "{text}");
+    assert!(stdout.contains("ext3-mounted"), "{text}");
+    assert!(stdout.contains("6.12."), "{text}");
+}
+
+#[test]
+fn conflicting_series_is_untestable_and_names_the_patch() {
+    let series = root().join("xtask/tests/fixtures/conflict/series");
+    let (code, text, _) = xtask(&[
+        "build",
+        "--kernel",
+        "patched",
+        "--series",
+        series.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 125, "a series that does not apply is untestable");
+    assert!(text.contains("0001-fixture-does-not-apply.patch"), "{text}");
+    assert!(text.contains("this line is not in fs/aio.c"), "rejected hunk shown");
+}
+
+#[test]
+fn bad_config_is_a_usage_error_naming_file_and_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = std::fs::read_to_string(root().join("bufaio.yaml"))
+        .unwrap()
+        .replace("qemu:\n", "qemu:\n  memroy_mib: 5\n");
+    let p = tmp.path().join("bad.yaml");
+    std::fs::write(&p, cfg).unwrap();
+    let (code, text, _) = xtask(&["run", "--config", p.to_str().unwrap()]);
+    assert_eq!(code, 129);
+    assert!(text.contains("bad.yaml:") && text.contains("memroy_mib"), "{text}");
+    let (code, _, _) = xtask(&["run", "--no-such-flag"]);
+    assert_eq!(code, 129);
+}
