@@ -81,10 +81,16 @@ pub fn run(payload: &Path, out_port: Option<PathBuf>) -> i32 {
         }
     };
     console(&format!("bufaio: exec: {argv:?} in {}", payload.display()));
+    // chdir ourselves instead of using Command::current_dir: with a cwd set,
+    // the spawn failed with ENOSYS on the bufaio tinyconfig kernel (std's
+    // non-posix_spawn path), while the plain posix_spawn path works.
+    if let Err(e) = std::env::set_current_dir(payload) {
+        console(&format!("bufaio: exec: chdir {}: {e}", payload.display()));
+        return 126;
+    }
     let mut cmd = Command::new(&prog);
     cmd.arg0(&argv[0])
         .args(&argv[1..])
-        .current_dir(payload)
         .env_clear()
         .env("PATH", PATH)
         .env("HOME", "/")
@@ -95,7 +101,9 @@ pub fn run(payload: &Path, out_port: Option<PathBuf>) -> i32 {
         .stdin(Stdio::null())
         .stdout(stdout)
         .stderr(stderr);
-    let child = match cmd.spawn() {
+    let spawned = cmd.spawn();
+    let _ = std::env::set_current_dir("/");
+    let child = match spawned {
         Ok(c) => c,
         Err(e) => {
             console(&format!(
@@ -132,18 +140,23 @@ fn kill_leftovers() {
     if sys::getpid() != 1 {
         return;
     }
-    if sys::kill(-1, libc::SIGKILL).is_ok() {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            match sys::waitpid(-1, true) {
-                Ok(Some(_)) => continue,
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
-                _ => break,
-            }
+    if sys::kill(-1, libc::SIGKILL).is_err() {
+        return;
+    }
+    let mut reaped = 0;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match sys::waitpid(-1, true) {
+            Ok(Some(_)) => reaped += 1,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            // ECHILD (none left) or deadline
+            _ => break,
         }
-        console("bufaio: exec: killed leftover processes");
+    }
+    if reaped > 0 {
+        console(&format!(
+            "bufaio: exec: killed {reaped} leftover process(es)"
+        ));
     }
 }
 
