@@ -39,9 +39,10 @@ pub fn format_header(kernel: &str, filesystems: &[String], n: usize) -> Vec<Stri
     ]
 }
 
-/// `# time_ms`, diagnostics, then the result line.
+/// Diagnostics, `# time_ms: N` (always the line right before the result),
+/// then the result line.
 pub fn format_result(r: &TestReport) -> Vec<String> {
-    let mut out = vec![format!("# time_ms: {}", r.time_ms)];
+    let mut out = Vec::new();
     for d in &r.diags {
         for l in d.split('\n') {
             let l = one_line(l);
@@ -50,6 +51,7 @@ pub fn format_result(r: &TestReport) -> Vec<String> {
             }
         }
     }
+    out.push(format!("# time_ms: {}", r.time_ms));
     out.push(match &r.status {
         Status::Pass => format!("ok {} {}", r.number, r.name),
         Status::Fail => format!("not ok {} {}", r.number, r.name),
@@ -151,9 +153,9 @@ mod tests {
         assert_eq!(
             format_result(&r),
             vec![
-                "# time_ms: 30",
                 "# first",
                 "# second",
+                "# time_ms: 30",
                 "not ok 2 read/roundtrip_aligned@ext2"
             ]
         );
