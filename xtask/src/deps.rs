@@ -24,20 +24,90 @@ pub enum Probe {
 }
 
 pub const DEPS: &[Dep] = &[
-    Dep { package: "qemu-system-x86", probe: Probe::Exe("qemu-system-x86_64"), required: true, why: "boots the test kernel" },
-    Dep { package: "make", probe: Probe::Exe("make"), required: true, why: "kernel build" },
-    Dep { package: "gcc", probe: Probe::Exe("gcc"), required: true, why: "kernel build" },
-    Dep { package: "flex", probe: Probe::Exe("flex"), required: true, why: "kconfig" },
-    Dep { package: "bison", probe: Probe::Exe("bison"), required: true, why: "kconfig" },
-    Dep { package: "bc", probe: Probe::Exe("bc"), required: true, why: "kernel build" },
-    Dep { package: "libelf-dev", probe: Probe::File("/usr/include/libelf.h"), required: true, why: "objtool" },
-    Dep { package: "libssl-dev", probe: Probe::File("/usr/include/openssl/ssl.h"), required: true, why: "kernel build scripts" },
-    Dep { package: "e2fsprogs", probe: Probe::Exe("mke2fs"), required: true, why: "ext2/ext3 images (mke2fs -d) and e2fsck" },
-    Dep { package: "patch", probe: Probe::Exe("patch"), required: true, why: "applies patches/series" },
-    Dep { package: "xz-utils", probe: Probe::Exe("xz"), required: true, why: "source tarballs" },
-    Dep { package: "cpio", probe: Probe::Exe("cpio"), required: true, why: "kernel build (kheaders)" },
-    Dep { package: "busybox-static", probe: Probe::File("/bin/busybox"), required: false, why: "a shell and tools inside the guest for `exec`" },
-    Dep { package: "ccache", probe: Probe::Exe("ccache"), required: false, why: "faster rebuilds" },
+    Dep {
+        package: "qemu-system-x86",
+        probe: Probe::Exe("qemu-system-x86_64"),
+        required: true,
+        why: "boots the test kernel",
+    },
+    Dep {
+        package: "make",
+        probe: Probe::Exe("make"),
+        required: true,
+        why: "kernel build",
+    },
+    Dep {
+        package: "gcc",
+        probe: Probe::Exe("gcc"),
+        required: true,
+        why: "kernel build",
+    },
+    Dep {
+        package: "flex",
+        probe: Probe::Exe("flex"),
+        required: true,
+        why: "kconfig",
+    },
+    Dep {
+        package: "bison",
+        probe: Probe::Exe("bison"),
+        required: true,
+        why: "kconfig",
+    },
+    Dep {
+        package: "bc",
+        probe: Probe::Exe("bc"),
+        required: true,
+        why: "kernel build",
+    },
+    Dep {
+        package: "libelf-dev",
+        probe: Probe::File("/usr/include/libelf.h"),
+        required: true,
+        why: "objtool",
+    },
+    Dep {
+        package: "libssl-dev",
+        probe: Probe::File("/usr/include/openssl/ssl.h"),
+        required: true,
+        why: "kernel build scripts",
+    },
+    Dep {
+        package: "e2fsprogs",
+        probe: Probe::Exe("mke2fs"),
+        required: true,
+        why: "ext2/ext3 images (mke2fs -d) and e2fsck",
+    },
+    Dep {
+        package: "patch",
+        probe: Probe::Exe("patch"),
+        required: true,
+        why: "applies patches/series",
+    },
+    Dep {
+        package: "xz-utils",
+        probe: Probe::Exe("xz"),
+        required: true,
+        why: "source tarballs",
+    },
+    Dep {
+        package: "cpio",
+        probe: Probe::Exe("cpio"),
+        required: true,
+        why: "kernel build (kheaders)",
+    },
+    Dep {
+        package: "busybox-static",
+        probe: Probe::File("/bin/busybox"),
+        required: false,
+        why: "a shell and tools inside the guest for `exec`",
+    },
+    Dep {
+        package: "ccache",
+        probe: Probe::Exe("ccache"),
+        required: false,
+        why: "faster rebuilds",
+    },
 ];
 
 pub fn present(d: &Dep) -> bool {
@@ -146,7 +216,19 @@ mod tests {
 
     #[test]
     fn table_covers_issue_list() {
-        for p in ["qemu-system-x86", "make", "gcc", "flex", "bison", "bc", "libelf-dev", "libssl-dev", "e2fsprogs", "busybox-static", "ccache"] {
+        for p in [
+            "qemu-system-x86",
+            "make",
+            "gcc",
+            "flex",
+            "bison",
+            "bc",
+            "libelf-dev",
+            "libssl-dev",
+            "e2fsprogs",
+            "busybox-static",
+            "ccache",
+        ] {
             assert!(DEPS.iter().any(|d| d.package == p), "{p}");
         }
     }

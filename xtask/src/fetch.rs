@@ -192,9 +192,7 @@ fn fetch_url(
     stage: &crate::ui::Stage,
 ) -> Result<Fetched, Miss> {
     let sha = sha256.to_ascii_lowercase();
-    let dest = cache
-        .downloads()
-        .join(format!("{sha}{}", archive_ext(url)));
+    let dest = cache.downloads().join(format!("{sha}{}", archive_ext(url)));
     if !dest.exists() {
         let mut tmp = tempfile::NamedTempFile::new_in(cache.downloads())
             .context("cannot create a temp file in the download cache")?;
@@ -229,7 +227,9 @@ fn fetch_url(
             done += n as u64;
             stage.set_position(done);
         }
-        tmp.as_file().sync_all().context("cannot sync the download")?;
+        tmp.as_file()
+            .sync_all()
+            .context("cannot sync the download")?;
         verify(tmp.path(), &sha, url)?;
         tmp.persist(&dest)
             .map_err(|e| Miss::Fatal(anyhow!("cannot rename the download into place: {e}")))?;
@@ -244,7 +244,10 @@ fn fetch_url(
 
 fn fetch_tarball(path: &Path, sha256: &str) -> Result<Fetched, Miss> {
     if !path.is_file() {
-        return Err(Miss::Unavailable(format!("{} does not exist", path.display())));
+        return Err(Miss::Unavailable(format!(
+            "{} does not exist",
+            path.display()
+        )));
     }
     let sha = sha256.to_ascii_lowercase();
     let actual = sha256_file(path).map_err(Miss::Fatal)?;
@@ -317,7 +320,6 @@ pub fn which(tool: &str) -> Option<PathBuf> {
         .map(|d| d.join(tool))
         .find(|p| p.is_file())
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -427,13 +429,20 @@ mod tests {
         }];
         let f = fetch(&src, &cache, &Ui::new()).unwrap();
         assert!(f.id.starts_with("git-"));
-        let list = Command::new("tar").arg("tf").arg(&f.tarball).output().unwrap();
+        let list = Command::new("tar")
+            .arg("tf")
+            .arg(&f.tarball)
+            .output()
+            .unwrap();
         assert!(String::from_utf8_lossy(&list.stdout).contains("linux/Makefile"));
         let bad = vec![Source::Git {
             path: repo,
             git_ref: "v9".into(),
         }];
         let e = fetch(&bad, &cache, &Ui::new()).unwrap_err();
-        assert_eq!(crate::error::outcome_of(&e), crate::exitcode::Outcome::Usage);
+        assert_eq!(
+            crate::error::outcome_of(&e),
+            crate::exitcode::Outcome::Usage
+        );
     }
 }

@@ -88,7 +88,10 @@ pub fn build(
         }
     }
     let expected = stamp.as_ref().map(|s| s.steps).filter(|&n| n > 0);
-    let stage = ui.stage("build", format!("make bzImage ({})", cfg.build_dir.display()));
+    let stage = ui.stage(
+        "build",
+        format!("make bzImage ({})", cfg.build_dir.display()),
+    );
     if let Some(n) = expected {
         stage.set_length(n, false);
     }
@@ -100,7 +103,10 @@ pub fn build(
         .unwrap_or(2);
     let o = format!(
         "O={}",
-        cfg.build_dir.file_name().unwrap_or_default().to_string_lossy()
+        cfg.build_dir
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
     );
     let mut cmd = Command::new("make");
     cmd.current_dir(&tree.path)
@@ -156,10 +162,19 @@ pub fn build(
         let text = fs::read_to_string(&log).unwrap_or_default();
         let errs: Vec<&str> = text
             .lines()
-            .filter(|l| l.contains("error:") || l.contains("Error ") || l.contains("undefined reference"))
+            .filter(|l| {
+                l.contains("error:") || l.contains("Error ") || l.contains("undefined reference")
+            })
             .take(20)
             .collect();
-        let tail: Vec<&str> = text.lines().rev().take(25).collect::<Vec<_>>().into_iter().rev().collect();
+        let tail: Vec<&str> = text
+            .lines()
+            .rev()
+            .take(25)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
         let shown = if errs.is_empty() { tail } else { errs };
         return Err(untestable(format!(
             "the kernel does not build ({}):\n{}\nfull log: {}",

@@ -33,10 +33,7 @@ pub fn fragments_hash(fragments: &[(PathBuf, String)]) -> String {
     let mut s = String::new();
     for (p, text) in fragments {
         let name = p.file_name().map(|n| n.to_string_lossy().to_string());
-        s.push_str(&format!(
-            "fragment {}\n{text}\n",
-            name.unwrap_or_default()
-        ));
+        s.push_str(&format!("fragment {}\n{text}\n", name.unwrap_or_default()));
     }
     sha256_bytes(s.as_bytes())
 }
@@ -61,18 +58,32 @@ pub fn configure(tree: &Tree, flavor: &str, fragments: &[PathBuf], ui: &Ui) -> R
             fragments: fragments.to_vec(),
         });
     }
-    let stage = ui.stage("kconfig", format!("{flavor}: tinyconfig + {} fragment(s)", texts.len()));
+    let stage = ui.stage(
+        "kconfig",
+        format!("{flavor}: tinyconfig + {} fragment(s)", texts.len()),
+    );
     fs::create_dir_all(&build_dir)
         .with_context(|| format!("cannot create {}", build_dir.display()))?;
-    let o = format!("O={}", build_dir.file_name().unwrap_or_default().to_string_lossy());
-    run(&tree.path, Command::new("make").arg(&o).arg("tinyconfig"), "make tinyconfig")?;
+    let o = format!(
+        "O={}",
+        build_dir.file_name().unwrap_or_default().to_string_lossy()
+    );
+    run(
+        &tree.path,
+        Command::new("make").arg(&o).arg("tinyconfig"),
+        "make tinyconfig",
+    )?;
     let mut merge = Command::new("scripts/kconfig/merge_config.sh");
     merge.arg("-m").arg("-O").arg(&build_dir).arg(&config);
     for f in fragments {
         merge.arg(std::path::absolute(f).unwrap_or_else(|_| f.clone()));
     }
     run(&tree.path, &mut merge, "merge_config.sh")?;
-    run(&tree.path, Command::new("make").arg(&o).arg("olddefconfig"), "make olddefconfig")?;
+    run(
+        &tree.path,
+        Command::new("make").arg(&o).arg("olddefconfig"),
+        "make olddefconfig",
+    )?;
     let final_cfg = fs::read_to_string(&config).context("cannot read the final .config")?;
     let requested: Vec<(String, Vec<kcfgcheck::Requested>)> = texts
         .iter()
@@ -89,7 +100,10 @@ pub fn configure(tree: &Tree, flavor: &str, fragments: &[PathBuf], ui: &Ui) -> R
         )));
     }
     fs::write(build_dir.join(OK_STAMP), &fhash).context("cannot write kconfig stamp")?;
-    stage.finish(format!("{} options verified", requested.iter().map(|(_, r)| r.len()).sum::<usize>()));
+    stage.finish(format!(
+        "{} options verified",
+        requested.iter().map(|(_, r)| r.len()).sum::<usize>()
+    ));
     Ok(Configured {
         flavor: flavor.into(),
         build_dir,

@@ -69,6 +69,7 @@ fn fetch_only(config: std::path::PathBuf) -> anyhow::Result<i32> {
         memory: None,
         cpus: None,
         test_timeout: None,
+        bzimage: None,
     };
     let ctx = common.context()?;
     let _lock = ctx.cache.lock()?;

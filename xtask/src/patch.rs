@@ -97,8 +97,7 @@ impl Series {
             .with_context(|| format!("cannot read series file {}", file.display()))
             .map_err(|e| usage(format!("{e:#}")))?;
         let dir = file.parent().unwrap_or(Path::new("."));
-        let entries =
-            parse_series(&text).map_err(|e| usage(format!("{}: {e}", file.display())))?;
+        let entries = parse_series(&text).map_err(|e| usage(format!("{}: {e}", file.display())))?;
         let mut patches = Vec::new();
         for (name, strip, line) in entries {
             let path = dir.join(&name);
@@ -217,13 +216,8 @@ pub fn prepare(src: &Fetched, series: &Series, cache: &Cache, ui: &Ui) -> Result
     }))?;
     fs::write(tmp.path().join(MARKER), meta).context("cannot write the tree marker")?;
     let tmp_path = tmp.keep();
-    fs::rename(&tmp_path, &path).with_context(|| {
-        format!(
-            "cannot rename {} to {}",
-            tmp_path.display(),
-            path.display()
-        )
-    })?;
+    fs::rename(&tmp_path, &path)
+        .with_context(|| format!("cannot rename {} to {}", tmp_path.display(), path.display()))?;
     stage.finish(format!("ready at {}", path.display()));
     Ok(tree)
 }
@@ -263,7 +257,9 @@ mod tests {
             parse_series(s).unwrap(),
             vec![("0001-a.patch".into(), 1, 2), ("0002-b.patch".into(), 0, 4)]
         );
-        assert!(parse_series("x.patch --weird\n").unwrap_err().contains("line 1"));
+        assert!(parse_series("x.patch --weird\n")
+            .unwrap_err()
+            .contains("line 1"));
     }
 
     #[test]
@@ -377,6 +373,9 @@ mod tests {
         fs::write(d.path().join("series"), "0001-x.patch\n").unwrap();
         let e = Series::load(&d.path().join("series")).unwrap_err();
         assert!(format!("{e:#}").contains("0001-x.patch"));
-        assert_eq!(crate::error::outcome_of(&e), crate::exitcode::Outcome::Usage);
+        assert_eq!(
+            crate::error::outcome_of(&e),
+            crate::exitcode::Outcome::Usage
+        );
     }
 }

@@ -35,6 +35,8 @@ pub enum KernelSel {
 pub enum Variant {
     Unpatched,
     Patched,
+    /// A kernel given with `--bzimage`; judged like the patched kernel.
+    Prebuilt,
 }
 
 impl Variant {
@@ -42,6 +44,7 @@ impl Variant {
         match self {
             Variant::Unpatched => "unpatched",
             Variant::Patched => "patched",
+            Variant::Prebuilt => "prebuilt",
         }
     }
 }
@@ -63,6 +66,8 @@ pub struct Ctx {
     pub cfg: Config,
     pub cache: Cache,
     pub ui: Ui,
+    /// `--bzimage`: boot this kernel instead of building one.
+    pub prebuilt: Option<PathBuf>,
 }
 
 /// A built kernel, ready to boot.
@@ -84,14 +89,20 @@ pub fn build_kernels(
     flavor: &str,
     log_dir: &Path,
 ) -> Result<(Fetched, Vec<KernelBuild>)> {
-    let fragments = ctx.cfg.fragments(flavor).map_err(|e| crate::error::usage(format!("{e:#}")))?;
+    if let Some(bz) = &ctx.prebuilt {
+        return prebuilt(bz, flavor);
+    }
+    let fragments = ctx
+        .cfg
+        .fragments(flavor)
+        .map_err(|e| crate::error::usage(format!("{e:#}")))?;
     let _lock = ctx.cache.lock()?;
     let src = fetch::fetch(&ctx.cfg.kernel.sources, &ctx.cache, &ctx.ui)?;
     let mut out: Vec<KernelBuild> = Vec::new();
     for v in sel.variants() {
         let s = match v {
             Variant::Unpatched => Series::empty(&series.file),
-            Variant::Patched => series.clone(),
+            Variant::Patched | Variant::Prebuilt => series.clone(),
         };
         let key = patch::tree_key(&src.id, &s.patches);
         if let Some(kb) = out.iter_mut().find(|k| k.tree.key == key) {
@@ -118,6 +129,43 @@ pub fn build_kernels(
     Ok((src, out))
 }
 
+/// `--bzimage PATH`: a kernel built elsewhere (a developer's own tree).
+fn prebuilt(bz: &Path, flavor: &str) -> Result<(Fetched, Vec<KernelBuild>)> {
+    let sha = crate::cache::sha256_file(bz)
+        .map_err(|e| crate::error::usage(format!("--bzimage: {e:#}")))?;
+    let dir = bz.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let fetched = Fetched {
+        id: format!("prebuilt-{sha}"),
+        tarball: bz.to_path_buf(),
+        description: format!("prebuilt {}", bz.display()),
+        tarball_sha256: sha.clone(),
+    };
+    let kb = KernelBuild {
+        variants: vec![Variant::Prebuilt],
+        tree: Tree {
+            path: dir.clone(),
+            key: fetched.id.clone(),
+            patches: vec![],
+        },
+        configured: Configured {
+            flavor: flavor.to_string(),
+            build_dir: dir,
+            fragments_hash: String::new(),
+            config_hash: String::new(),
+            fragments: vec![],
+        },
+        built: Built {
+            bzimage: bz.to_path_buf(),
+            sha256: sha,
+            rebuilt: false,
+            seconds: 0.0,
+            log: PathBuf::new(),
+            ccache: false,
+        },
+    };
+    Ok((fetched, vec![kb]))
+}
+
 /// The guest binary and the root image holding it.
 pub fn guest_image(ctx: &Ctx) -> Result<RootImage> {
     let bin = rootfs::build_guest(&ctx.root, &ctx.ui)?;
@@ -127,14 +175,72 @@ pub fn guest_image(ctx: &Ctx) -> Result<RootImage> {
 /// What to do in the guest.
 #[derive(Debug, Clone)]
 pub enum GuestJob {
-    Suite { filters: Vec<String> },
-    Exec { argv: Vec<String>, files: Vec<PathBuf> },
+    Suite {
+        filters: Vec<String>,
+    },
+    Exec {
+        argv: Vec<String>,
+        files: Vec<PathBuf>,
+    },
+}
+
+/// A test's verdict once the kernel's expectations are applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    Pass,
+    Fail,
+    Skip,
+    /// A new-behaviour test failed on the unpatched kernel, as it must.
+    XFail,
+    /// A new-behaviour test passed on the unpatched kernel: the suite cannot
+    /// tell the kernels apart (a failure).
+    XPass,
+}
+
+/// The guest marks tests that assert the series' new behaviour with this
+/// diagnostic line.
+pub const EXPECT_PATCHED: &str = "expect: patched";
+
+/// New-behaviour tests must fail on the unpatched kernel and pass on the
+/// patched one. On a result that stands only for the unpatched kernel, turn
+/// their expected failures into passes (XFAIL) and their passes into
+/// failures (XPASS), so classification sees the contract. Returns the verdict
+/// of every test, in order.
+pub fn apply_expectations(report: &mut ktap::Report, variants: &[Variant]) -> Vec<Verdict> {
+    let unpatched_only = variants == [Variant::Unpatched];
+    report
+        .tests
+        .iter_mut()
+        .map(|t| {
+            let new = t.diagnostics.iter().any(|d| d.trim() == EXPECT_PATCHED);
+            match (&t.status, new && unpatched_only) {
+                (ktap::Status::Pass, false) => Verdict::Pass,
+                (ktap::Status::Fail, false) => Verdict::Fail,
+                (ktap::Status::Skip, _) => Verdict::Skip,
+                (ktap::Status::Fail, true) => {
+                    t.status = ktap::Status::Pass;
+                    t.directive = Some("XFAIL new behaviour, unpatched kernel".into());
+                    Verdict::XFail
+                }
+                (ktap::Status::Pass, true) => {
+                    t.status = ktap::Status::Fail;
+                    t.diagnostics.push(
+                        "new-behaviour test passed on the unpatched kernel: it cannot tell the kernels apart"
+                            .into(),
+                    );
+                    Verdict::XPass
+                }
+            }
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct TestRow {
     pub name: String,
     pub status: ktap::Status,
+    pub verdict: Verdict,
     pub duration_ms: Option<u64>,
     pub diagnostic: String,
 }
@@ -229,9 +335,22 @@ pub fn boot_and_test(
         silence: Duration::from_secs(t.silence_s),
         overall: Duration::from_secs(t.overall_s),
     };
-    let label = kb.variants.iter().map(|v| v.name()).collect::<Vec<_>>().join("+");
-    let stage = ctx.ui.stage("vm", format!("{label}: booting ({:?})", opts.accel.accel));
-    let r = vm::run(&spec, limits, &dir.join("console.log"), opts.echo_out, &ctx.ui)?;
+    let label = kb
+        .variants
+        .iter()
+        .map(|v| v.name())
+        .collect::<Vec<_>>()
+        .join("+");
+    let stage = ctx
+        .ui
+        .stage("vm", format!("{label}: booting ({:?})", opts.accel.accel));
+    let r = vm::run(
+        &spec,
+        limits,
+        &dir.join("console.log"),
+        opts.echo_out,
+        &ctx.ui,
+    )?;
     stage.finish(format!(
         "{label}: {:?} after {:.1}s (ready at {})",
         r.end,
@@ -245,6 +364,8 @@ pub fn boot_and_test(
     } else {
         ktap::parse(&r.ktap)
     };
+    let mut report = report;
+    let verdicts = apply_expectations(&mut report, &kb.variants);
     let allow = load_allowlist(ctx)?;
     let splats = scan::scan(&r.console, &allow);
     let exec = matches!(job, GuestJob::Exec { .. });
@@ -252,9 +373,11 @@ pub fn boot_and_test(
     let mut tests: Vec<TestRow> = report
         .tests
         .iter()
-        .map(|t| TestRow {
+        .zip(&verdicts)
+        .map(|(t, v)| TestRow {
             name: t.name.clone(),
             status: t.status.clone(),
+            verdict: *v,
             duration_ms: t.duration_ms,
             diagnostic: match &t.directive {
                 Some(d) if t.diagnostics.is_empty() => d.clone(),
@@ -268,7 +391,12 @@ pub fn boot_and_test(
             let (ok, text) = rootfs::fsck(d)?;
             tests.push(TestRow {
                 name: format!("host/fsck@{}", d.fstype),
-                status: if ok { ktap::Status::Pass } else { ktap::Status::Fail },
+                status: if ok {
+                    ktap::Status::Pass
+                } else {
+                    ktap::Status::Fail
+                },
+                verdict: if ok { Verdict::Pass } else { Verdict::Fail },
                 duration_ms: None,
                 diagnostic: if ok { String::new() } else { text },
             });
@@ -324,7 +452,10 @@ pub fn boot_and_test(
         scan::first_failing(&splats).map(|s| s.excerpt.as_str()),
     );
     fs::write(dir.join("junit.xml"), junit)?;
-    fs::write(dir.join("results.json"), serde_json::to_string_pretty(&res)?)?;
+    fs::write(
+        dir.join("results.json"),
+        serde_json::to_string_pretty(&res)?,
+    )?;
     Ok(res)
 }
 
@@ -342,7 +473,12 @@ fn load_allowlist(ctx: &Ctx) -> Result<scan::Allowlist> {
 }
 
 /// Accelerator for this host, probing KVM with the first kernel if needed.
-pub fn accel(ctx: &Ctx, wanted: crate::config::Accel, kb: &KernelBuild, root: &RootImage) -> Result<AccelChoice> {
+pub fn accel(
+    ctx: &Ctx,
+    wanted: crate::config::Accel,
+    kb: &KernelBuild,
+    root: &RootImage,
+) -> Result<AccelChoice> {
     let dummy = tempfile::tempdir()?;
     let spec = VmSpec {
         binary: ctx.cfg.qemu.binary.clone(),
@@ -359,6 +495,39 @@ pub fn accel(ctx: &Ctx, wanted: crate::config::Accel, kb: &KernelBuild, root: &R
     let c = vm::choose_accel(wanted, &ctx.cache.probe(), &spec, &ctx.ui)?;
     ctx.ui.info(format!("accel: {:?} — {}", c.accel, c.reason));
     Ok(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KTAP: &str = "KTAP version 1\n1..3\n# expect: patched\n# time_ms: 1\nnot ok 1 read/nonblocking@ext2\n# expect: patched\n# time_ms: 1\nok 2 read/batch@ext2\n# time_ms: 1\nok 3 read/warm@ext2\n";
+
+    #[test]
+    fn new_behaviour_split_on_unpatched() {
+        let mut r = ktap::parse(KTAP);
+        let v = apply_expectations(&mut r, &[Variant::Unpatched]);
+        assert_eq!(v, [Verdict::XFail, Verdict::XPass, Verdict::Pass]);
+        assert_eq!(r.tests[0].status, ktap::Status::Pass);
+        assert_eq!(r.tests[1].status, ktap::Status::Fail);
+        let (o, why) = exitcode::classify(&r, &[], &VmEnd::Exited, false);
+        assert_eq!(o, Outcome::TestFailed, "{why}");
+        assert!(why.contains("read/batch@ext2"), "{why}");
+    }
+
+    #[test]
+    fn patched_and_shared_builds_must_pass_new_tests() {
+        for vs in [
+            vec![Variant::Patched],
+            vec![Variant::Unpatched, Variant::Patched],
+        ] {
+            let mut r = ktap::parse(KTAP);
+            let v = apply_expectations(&mut r, &vs);
+            assert_eq!(v, [Verdict::Fail, Verdict::Pass, Verdict::Pass]);
+            let (o, _) = exitcode::classify(&r, &[], &VmEnd::Exited, false);
+            assert_eq!(o, Outcome::TestFailed);
+        }
+    }
 }
 
 /// A new run directory `target/runs/<id>` and the `latest` link to it.

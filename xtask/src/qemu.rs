@@ -46,10 +46,16 @@ pub fn resource_args(memory_mib: u32, cpus: u32) -> Vec<String> {
 /// No display, no firmware menus, exit instead of rebooting (the guest reboots
 /// to end the run, and `panic=-1` turns a panic into a reboot).
 pub fn behaviour_args() -> Vec<String> {
-    ["-nodefaults", "-display", "none", "-no-reboot", "-no-user-config"]
-        .into_iter()
-        .map(String::from)
-        .collect()
+    [
+        "-nodefaults",
+        "-display",
+        "none",
+        "-no-reboot",
+        "-no-user-config",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect()
 }
 
 /// Console on the first serial port, read by the host from QEMU's stdout.
@@ -78,6 +84,12 @@ pub fn cmdline(mode: &str, extra: &[String]) -> String {
         "panic=-1",
         "oops=panic",
         "loglevel=6",
+        // The slow device: two RAM-backed null_blk disks, 1 ms per IO.
+        "null_blk.nr_devices=2",
+        "null_blk.memory_backed=1",
+        "null_blk.irqmode=2",
+        "null_blk.completion_nsec=1000000",
+        "null_blk.gb=1",
     ]
     .into_iter()
     .map(String::from)
@@ -181,7 +193,10 @@ mod tests {
         };
         let a = disk_args(Path::new("/r.img"), &[d("/b.img"), d("/c.img")]);
         assert_eq!(a.len(), 6);
-        assert_eq!(a[1], "file=/r.img,format=raw,if=virtio,cache=unsafe,snapshot=on");
+        assert_eq!(
+            a[1],
+            "file=/r.img,format=raw,if=virtio,cache=unsafe,snapshot=on"
+        );
         assert_eq!(a[3], "file=/b.img,format=raw,if=virtio,cache=unsafe");
         assert!(a[5].starts_with("file=/c.img"));
     }

@@ -4,9 +4,8 @@
 use crate::config::Config;
 use crate::exitcode::Outcome;
 use crate::fetch::Fetched;
-use crate::ktap::Status;
 use crate::patch::PatchInfo;
-use crate::pipeline::{KernelBuild, KernelResult};
+use crate::pipeline::{KernelBuild, KernelResult, Verdict};
 use crate::yaml;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -148,11 +147,13 @@ pub struct RunSummary<'a> {
     pub kernels: &'a [KernelResult],
 }
 
-fn mark(s: Option<&Status>) -> &'static str {
+fn mark(s: Option<Verdict>) -> &'static str {
     match s {
-        Some(Status::Pass) => "ok",
-        Some(Status::Fail) => "FAIL",
-        Some(Status::Skip) => "skip",
+        Some(Verdict::Pass) => "ok",
+        Some(Verdict::Fail) => "FAIL",
+        Some(Verdict::Skip) => "skip",
+        Some(Verdict::XFail) => "xfail",
+        Some(Verdict::XPass) => "XPASS",
         None => "-",
     }
 }
@@ -194,8 +195,8 @@ pub fn table(results: &[KernelResult]) -> String {
         for (r, c) in results.iter().zip(&cols) {
             let t = r.tests.iter().find(|t| t.name == *n);
             let cell = match t.and_then(|t| t.duration_ms) {
-                Some(ms) => format!("{} {ms}ms", mark(t.map(|t| &t.status))),
-                None => mark(t.map(|t| &t.status)).to_string(),
+                Some(ms) => format!("{} {ms}ms", mark(t.map(|t| t.verdict))),
+                None => mark(t.map(|t| t.verdict)).to_string(),
             };
             let _ = write!(out, " {cell:<width$} |", width = c.len());
         }
@@ -212,6 +213,7 @@ pub fn table(results: &[KernelResult]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ktap::Status;
     use crate::pipeline::{TestRow, Variant};
 
     fn result(variants: Vec<Variant>, tests: Vec<(&str, Status)>) -> KernelResult {
@@ -232,6 +234,11 @@ mod tests {
                 .into_iter()
                 .map(|(n, s)| TestRow {
                     name: n.into(),
+                    verdict: match s {
+                        Status::Pass => Verdict::Pass,
+                        Status::Fail => Verdict::Fail,
+                        Status::Skip => Verdict::Skip,
+                    },
                     status: s,
                     duration_ms: Some(5),
                     diagnostic: String::new(),
@@ -249,7 +256,10 @@ mod tests {
 
     #[test]
     fn table_has_a_column_per_kernel() {
-        let a = result(vec![Variant::Unpatched], vec![("read/a@ext2", Status::Fail)]);
+        let a = result(
+            vec![Variant::Unpatched],
+            vec![("read/a@ext2", Status::Fail)],
+        );
         let b = result(
             vec![Variant::Patched],
             vec![("read/a@ext2", Status::Pass), ("read/b@ext3", Status::Skip)],

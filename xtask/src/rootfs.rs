@@ -37,7 +37,15 @@ pub fn build_guest(root: &Path, ui: &Ui) -> Result<PathBuf> {
     let target_dir = root.join("target/guest");
     let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(root)
-        .args(["build", "--quiet", "--release", "-p", "guest-tests", "--target", GUEST_TARGET])
+        .args([
+            "build",
+            "--quiet",
+            "--release",
+            "-p",
+            "guest-tests",
+            "--target",
+            GUEST_TARGET,
+        ])
         .arg("--target-dir")
         .arg(&target_dir)
         .env("RUSTFLAGS", "-C target-feature=+crt-static")
@@ -78,7 +86,20 @@ pub fn root_image(root: &Path, guest: &Path, ui: &Ui) -> Result<RootImage> {
     fs::create_dir_all(&dir)?;
     let staging = tempfile::tempdir_in(&dir).context("cannot create rootfs staging dir")?;
     let r = staging.path();
-    for d in ["dev", "proc", "sys", "tmp", "run", "mnt/ext2", "mnt/ext3", "mnt/payload", "bin", "sbin", "etc", "root"] {
+    for d in [
+        "dev",
+        "proc",
+        "sys",
+        "tmp",
+        "run",
+        "mnt/ext2",
+        "mnt/ext3",
+        "mnt/payload",
+        "bin",
+        "sbin",
+        "etc",
+        "root",
+    ] {
         fs::create_dir_all(r.join(d))?;
     }
     fs::copy(guest, r.join("init")).context("cannot copy the guest binary")?;
@@ -107,20 +128,39 @@ fn is_static(p: &Path) -> bool {
     Command::new("ldd")
         .arg(p)
         .output()
-        .map(|o| !o.status.success() || String::from_utf8_lossy(&o.stdout).contains("not a dynamic"))
+        .map(|o| {
+            !o.status.success() || String::from_utf8_lossy(&o.stdout).contains("not a dynamic")
+        })
         .unwrap_or(false)
 }
 
 /// `mke2fs -d` builds a populated image without root or loop devices.
-pub fn mke2fs(fstype: &str, dir: Option<&Path>, img: &Path, size_mib: u32, label: &str) -> Result<()> {
+pub fn mke2fs(
+    fstype: &str,
+    dir: Option<&Path>,
+    img: &Path,
+    size_mib: u32,
+    label: &str,
+) -> Result<()> {
     let _ = fs::remove_file(img);
     let mut cmd = Command::new("mke2fs");
-    cmd.args(["-q", "-F", "-t", fstype, "-L", label, "-E", "root_owner=0:0"]);
+    cmd.args([
+        "-q",
+        "-F",
+        "-t",
+        fstype,
+        "-L",
+        label,
+        "-E",
+        "root_owner=0:0",
+    ]);
     if let Some(d) = dir {
         cmd.arg("-d").arg(d);
     }
     cmd.arg(img).arg(format!("{size_mib}M"));
-    let out = cmd.output().context("cannot run mke2fs (install e2fsprogs)")?;
+    let out = cmd
+        .output()
+        .context("cannot run mke2fs (install e2fsprogs)")?;
     if !out.status.success() {
         bail!(
             "mke2fs -t {fstype} {} failed: {}",
@@ -165,7 +205,8 @@ pub fn payload_disk(run_dir: &Path, argv: &[String], files: &[PathBuf]) -> Resul
         let name = f
             .file_name()
             .with_context(|| format!("--add {}: not a file name", f.display()))?;
-        let meta = fs::metadata(f).with_context(|| format!("--add {}: cannot read", f.display()))?;
+        let meta =
+            fs::metadata(f).with_context(|| format!("--add {}: cannot read", f.display()))?;
         if !meta.is_file() {
             bail!("--add {}: not a regular file", f.display());
         }

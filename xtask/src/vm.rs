@@ -199,7 +199,10 @@ pub fn run(
             None
         };
         if let Some(t) = timeout {
-            ui.warn(format!("{t:?}: stopping QEMU after {:.0}s", elapsed.as_secs_f64()));
+            ui.warn(format!(
+                "{t:?}: stopping QEMU after {:.0}s",
+                elapsed.as_secs_f64()
+            ));
             end = t;
             if let Some(mut c) = guard.0.take() {
                 let _ = c.kill();
@@ -208,7 +211,10 @@ pub fn run(
         }
     }
     let stderr = fs::read_to_string(&stderr_log).unwrap_or_default();
-    if matches!(end, VmEnd::Exited) && ready.is_none() && console.is_empty() && qemu_status != Some(0)
+    if matches!(end, VmEnd::Exited)
+        && ready.is_none()
+        && console.is_empty()
+        && qemu_status != Some(0)
     {
         end = VmEnd::QemuFailed(format!(
             "QEMU exited with {qemu_status:?} before the kernel printed anything: {}",
@@ -262,7 +268,11 @@ pub fn choose_accel(
         }
         A::Auto => {}
     }
-    if let Err(e) = fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {
+    if let Err(e) = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+    {
         return Ok(AccelChoice {
             accel: Accel::Tcg,
             reason: format!("/dev/kvm unusable ({e}); using TCG"),
@@ -279,7 +289,10 @@ pub fn choose_accel(
             let why = c["reason"].as_str().unwrap_or("").to_string();
             return Ok(AccelChoice {
                 accel: if kvm { Accel::Kvm } else { Accel::Tcg },
-                reason: format!("{why} (probe cached for this host boot: {})", memo.display()),
+                reason: format!(
+                    "{why} (probe cached for this host boot: {})",
+                    memo.display()
+                ),
             });
         }
     }
@@ -313,10 +326,16 @@ pub fn choose_accel(
             format!("KVM probe boot did not reach init within 20 s ({:?}, last console line: {last:?}); using TCG", r.end),
         )
     };
-    stage.finish(if kvm { "KVM works" } else { "KVM unusable, TCG" });
+    stage.finish(if kvm {
+        "KVM works"
+    } else {
+        "KVM unusable, TCG"
+    });
     crate::cache::write_atomic(
         &memo,
-        serde_json::json!({"kvm": kvm, "reason": reason}).to_string().as_bytes(),
+        serde_json::json!({"kvm": kvm, "reason": reason})
+            .to_string()
+            .as_bytes(),
     )?;
     Ok(AccelChoice {
         accel: if kvm { Accel::Kvm } else { Accel::Tcg },

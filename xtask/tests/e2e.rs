@@ -9,7 +9,10 @@ use std::sync::Mutex;
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn xtask(args: &[&str]) -> (i32, String, Output) {
@@ -60,7 +63,10 @@ fn suite_passes_on_ext2_and_ext3_both_kernels() {
         .collect();
     assert!(variants.contains(&"unpatched".into()) && variants.contains(&"patched".into()));
     for k in kernels {
-        assert!(k["kernel_release"].as_str().unwrap().starts_with("6.12"), "{k}");
+        assert!(
+            k["kernel_release"].as_str().unwrap().starts_with("6.12"),
+            "{k}"
+        );
         let kdir = PathBuf::from(k["dir"].as_str().unwrap());
         for f in ["console.log", "results.json", "junit.xml", "results.ktap"] {
             assert!(kdir.join(f).is_file(), "{f} missing in {}", kdir.display());
@@ -73,7 +79,9 @@ fn suite_passes_on_ext2_and_ext3_both_kernels() {
                 .filter(|t| t["status"] == "pass")
                 .count();
             assert!(passed >= 5, "only {passed} tests passed on {fs}: {k}");
-            let fsck = tests.iter().find(|t| t["name"] == format!("host/fsck@{fs}"));
+            let fsck = tests
+                .iter()
+                .find(|t| t["name"] == format!("host/fsck@{fs}"));
             assert_eq!(fsck.unwrap()["status"], "pass");
         }
         assert!(tests.iter().all(|t| t["status"] != "fail"), "{k}");
@@ -96,14 +104,19 @@ fn injected_panic_is_a_kernel_crash_with_excerpt() {
         "bufaio.fixture=panic",
     ]);
     assert_eq!(code, 2, "a panic must exit 2");
-    assert!(text.contains("Kernel panic - not syncing"), "excerpt printed");
+    assert!(
+        text.contains("Kernel panic - not syncing"),
+        "excerpt printed"
+    );
     let dir = artifacts(&text);
     let r = results(&dir);
     assert_eq!(r["exit_code"], 2);
     let k = &r["kernels"][0];
     let splats = k["splats"].as_array().unwrap();
     assert!(splats.iter().any(|s| s["kind"] == "Panic"), "{k}");
-    assert!(PathBuf::from(k["dir"].as_str().unwrap()).join("splat.txt").is_file());
+    assert!(PathBuf::from(k["dir"].as_str().unwrap())
+        .join("splat.txt")
+        .is_file());
 }
 
 #[test]
@@ -141,7 +154,10 @@ fn conflicting_series_is_untestable_and_names_the_patch() {
     ]);
     assert_eq!(code, 125, "a series that does not apply is untestable");
     assert!(text.contains("0001-fixture-does-not-apply.patch"), "{text}");
-    assert!(text.contains("this line is not in fs/aio.c"), "rejected hunk shown");
+    assert!(
+        text.contains("this line is not in fs/aio.c"),
+        "rejected hunk shown"
+    );
 }
 
 #[test]
@@ -154,7 +170,10 @@ fn bad_config_is_a_usage_error_naming_file_and_line() {
     std::fs::write(&p, cfg).unwrap();
     let (code, text, _) = xtask(&["run", "--config", p.to_str().unwrap()]);
     assert_eq!(code, 129);
-    assert!(text.contains("bad.yaml:") && text.contains("memroy_mib"), "{text}");
+    assert!(
+        text.contains("bad.yaml:") && text.contains("memroy_mib"),
+        "{text}"
+    );
     let (code, _, _) = xtask(&["run", "--no-such-flag"]);
     assert_eq!(code, 129);
 }

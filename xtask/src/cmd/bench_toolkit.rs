@@ -30,7 +30,8 @@ fn xtask_run(cache: Option<&Path>, extra: &[String]) -> Result<(Duration, serde_
     let took = t.elapsed();
     let latest = super::project_root().join("target/runs/latest/results.json");
     let json: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(&latest).with_context(|| format!("cannot read {}", latest.display()))?,
+        &std::fs::read_to_string(&latest)
+            .with_context(|| format!("cannot read {}", latest.display()))?,
     )?;
     if !st.success() {
         bail!("run failed ({st}); see {}", latest.display());
@@ -56,7 +57,12 @@ pub fn main(a: Args) -> Result<i32> {
         let tmp = tempfile::tempdir().context("cannot create a cold cache dir")?;
         eprintln!("== cold run (empty cache at {})", tmp.path().display());
         let (d, _) = xtask_run(Some(tmp.path()), &a.run_args)?;
-        rows.push(("cold (empty cache)".into(), d.as_secs_f64(), 480.0, String::new()));
+        rows.push((
+            "cold (empty cache)".into(),
+            d.as_secs_f64(),
+            480.0,
+            String::new(),
+        ));
     }
     eprintln!("== priming run");
     let (_, _) = xtask_run(None, &a.run_args)?;
@@ -64,7 +70,12 @@ pub fn main(a: Args) -> Result<i32> {
     let (d, json) = xtask_run(None, &a.run_args)?;
     let k = &json["kernels"][0];
     let accel = k["accel"].as_str().unwrap_or("?").to_string();
-    rows.push(("warm (nothing changed)".into(), d.as_secs_f64(), 15.0, accel.clone()));
+    rows.push((
+        "warm (nothing changed)".into(),
+        d.as_secs_f64(),
+        15.0,
+        accel.clone(),
+    ));
     let boot_ktap = k["boot_to_ktap_ms"].as_f64().unwrap_or(f64::NAN) / 1000.0;
     let boot_ready = k["boot_to_ready_ms"].as_f64().unwrap_or(f64::NAN) / 1000.0;
     let tree = patched_tree(&json).context("cannot locate the patched tree from the run")?;
@@ -73,15 +84,28 @@ pub fn main(a: Args) -> Result<i32> {
     let f = std::fs::File::options().append(true).open(&aio)?;
     f.set_modified(std::time::SystemTime::now())?;
     let (d, _) = xtask_run(None, &a.run_args)?;
-    rows.push(("edit→result (fs/aio.c touched)".into(), d.as_secs_f64(), 60.0, accel.clone()));
-    rows.push(("boot→BUFAIO-READY".into(), boot_ready, f64::NAN, accel.clone()));
+    rows.push((
+        "edit→result (fs/aio.c touched)".into(),
+        d.as_secs_f64(),
+        60.0,
+        accel.clone(),
+    ));
+    rows.push((
+        "boot→BUFAIO-READY".into(),
+        boot_ready,
+        f64::NAN,
+        accel.clone(),
+    ));
     rows.push(("boot→first KTAP line".into(), boot_ktap, 3.0, accel));
     println!("\n| measurement | seconds | target | accel |\n|---|---|---|---|");
     for (name, s, target, accel) in &rows {
         let t = if target.is_nan() {
             "—".to_string()
         } else {
-            format!("≤ {target:.0} s {}", if s <= target { "(met)" } else { "(MISSED)" })
+            format!(
+                "≤ {target:.0} s {}",
+                if s <= target { "(met)" } else { "(MISSED)" }
+            )
         };
         println!("| {name} | {s:.1} | {t} | {accel} |");
     }

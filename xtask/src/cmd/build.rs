@@ -27,7 +27,11 @@ pub fn main(a: Args) -> Result<i32> {
             v.join("+"),
             b.built.bzimage.display(),
             &b.built.sha256[..16],
-            if b.built.rebuilt { format!("built in {:.0}s", b.built.seconds) } else { "up to date".into() }
+            if b.built.rebuilt {
+                format!("built in {:.0}s", b.built.seconds)
+            } else {
+                "up to date".into()
+            }
         );
     }
     Ok(0)

@@ -34,8 +34,7 @@ pub fn main(a: Args) -> Result<i32> {
     let ctx = a.common.context()?;
     let series = Series::load(&ctx.cfg.series)?;
     let (_id, dir) = pipeline::new_run_dir(&ctx.root, "exec")?;
-    let (_src, builds) =
-        pipeline::build_kernels(&ctx, &series, a.kernel, &a.common.flavor, &dir)?;
+    let (_src, builds) = pipeline::build_kernels(&ctx, &series, a.kernel, &a.common.flavor, &dir)?;
     let root = pipeline::guest_image(&ctx)?;
     let accel = pipeline::accel(&ctx, ctx.cfg.qemu.accel, &builds[0], &root)?;
     let job = GuestJob::Exec {
@@ -53,7 +52,8 @@ pub fn main(a: Args) -> Result<i32> {
         let r = pipeline::boot_and_test(&ctx, kb, &root, &job, &opts, &dir.join(name.join("+")))?;
         match (r.outcome, r.exec_status) {
             (Outcome::Pass, Some(st)) => {
-                ctx.ui.info(format!("{}: command exited with {st}", name.join("+")));
+                ctx.ui
+                    .info(format!("{}: command exited with {st}", name.join("+")));
                 if code == 0 {
                     code = st;
                 }

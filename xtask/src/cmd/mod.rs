@@ -40,6 +40,10 @@ pub struct Common {
     /// Per-test timeout in seconds (overrides timeouts.test_s).
     #[arg(long)]
     pub test_timeout: Option<u64>,
+    /// Boot this kernel image (built from your own tree) instead of fetching
+    /// and building one; judged like the patched kernel.
+    #[arg(long)]
+    pub bzimage: Option<PathBuf>,
 }
 
 /// Workspace root: the parent of the xtask crate.
@@ -58,14 +62,14 @@ impl Common {
         } else {
             self.config.clone()
         };
-        let mut cfg =
-            Config::load(&path).map_err(|e| crate::error::usage(format!("{e:#}")))?;
+        let mut cfg = Config::load(&path).map_err(|e| crate::error::usage(format!("{e:#}")))?;
         self.apply(&mut cfg);
         Ok(Ctx {
             root,
             cfg,
             cache: Cache::open()?,
             ui: Ui::new(),
+            prebuilt: self.bzimage.clone(),
         })
     }
 

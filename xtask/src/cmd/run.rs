@@ -49,7 +49,10 @@ pub fn main(mut a: Args) -> Result<i32> {
     if let Some(man) = &pinned {
         let now = report::patches_of(&series.patches);
         let same = now.len() == man.patches.len()
-            && now.iter().zip(&man.patches).all(|(x, y)| x.sha256 == y.sha256);
+            && now
+                .iter()
+                .zip(&man.patches)
+                .all(|(x, y)| x.sha256 == y.sha256);
         if !same {
             return Err(usage(format!(
                 "patches changed since the manifest was written ({} then, {} now): restore them to repeat the run",
@@ -60,8 +63,7 @@ pub fn main(mut a: Args) -> Result<i32> {
     }
     let (run_id, dir) = pipeline::new_run_dir(&ctx.root, "run")?;
     ctx.ui.info(format!("run {run_id}: {}", dir.display()));
-    let (src, builds) =
-        pipeline::build_kernels(&ctx, &series, a.kernel, &a.common.flavor, &dir)?;
+    let (src, builds) = pipeline::build_kernels(&ctx, &series, a.kernel, &a.common.flavor, &dir)?;
     if let Some(man) = &pinned {
         if man.source.id != src.id {
             return Err(usage(format!(
@@ -72,7 +74,9 @@ pub fn main(mut a: Args) -> Result<i32> {
     }
     let root = pipeline::guest_image(&ctx)?;
     let accel = pipeline::accel(&ctx, ctx.cfg.qemu.accel, &builds[0], &root)?;
-    let job = GuestJob::Suite { filters: filters.clone() };
+    let job = GuestJob::Suite {
+        filters: filters.clone(),
+    };
     let opts = BootOpts {
         accel: &accel,
         append: a.common.append.clone(),
@@ -134,7 +138,12 @@ pub fn main(mut a: Args) -> Result<i32> {
                 .unwrap_or_else(|| "never".into())
         );
         if let Some(s) = r.splats.iter().find(|s| !s.allowed) {
-            println!("first splat ({}:{}):\n{}", r.dir.join("console.log").display(), s.line, s.excerpt);
+            println!(
+                "first splat ({}:{}):\n{}",
+                r.dir.join("console.log").display(),
+                s.line,
+                s.excerpt
+            );
         }
     }
     println!(
