@@ -10,7 +10,7 @@ use crate::cache::{sha256_file, Cache};
 use crate::config::Source;
 use crate::error::usage;
 use crate::ui::Ui;
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use std::fs;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};

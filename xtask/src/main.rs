@@ -8,6 +8,7 @@ mod deps;
 mod error;
 mod exitcode;
 mod fetch;
+mod gha;
 mod junit;
 mod kbuild;
 mod kcfgcheck;

@@ -128,14 +128,6 @@ impl Series {
             patches: Vec::new(),
         }
     }
-
-    /// The first `n` patches (bisecting over prefixes).
-    pub fn prefix(&self, n: usize) -> Series {
-        Series {
-            file: self.file.clone(),
-            patches: self.patches[..n.min(self.patches.len())].to_vec(),
-        }
-    }
 }
 
 /// Tree key: the source identity plus each applied patch (name and content).

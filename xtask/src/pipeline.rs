@@ -275,6 +275,7 @@ pub struct KernelResult {
     pub boot_to_ready_ms: Option<u64>,
     pub boot_to_ktap_ms: Option<u64>,
     pub vm_wall_ms: u64,
+    pub qemu_exit_status: Option<i32>,
     pub dir: PathBuf,
     pub qemu_command: String,
 }
@@ -443,6 +444,7 @@ pub fn boot_and_test(
         boot_to_ready_ms: r.boot_to_ready.map(|d| d.as_millis() as u64),
         boot_to_ktap_ms: r.boot_to_ktap.map(|d| d.as_millis() as u64),
         vm_wall_ms: r.wall.as_millis() as u64,
+        qemu_exit_status: r.qemu_status,
         dir: dir.to_path_buf(),
         qemu_command: qemu::render(&r.argv),
     };
@@ -497,6 +499,23 @@ pub fn accel(
     Ok(c)
 }
 
+/// A new run directory `target/runs/<id>` and the `latest` link to it.
+pub fn new_run_dir(root: &Path, tag: &str) -> Result<(String, PathBuf)> {
+    let runs = root.join("target/runs");
+    fs::create_dir_all(&runs).with_context(|| format!("cannot create {}", runs.display()))?;
+    let now = time::OffsetDateTime::now_utc();
+    let fmt = time::macros::format_description!("[year][month][day]-[hour][minute][second]");
+    let stamp = now.format(&fmt).unwrap_or_else(|_| "run".into());
+    let id = format!("{stamp}-{tag}-{}", std::process::id());
+    let dir = runs.join(&id);
+    fs::create_dir_all(&dir)?;
+    let tmp_link = runs.join(format!(".latest-{}", std::process::id()));
+    let _ = fs::remove_file(&tmp_link);
+    std::os::unix::fs::symlink(&id, &tmp_link)?;
+    fs::rename(&tmp_link, runs.join("latest"))?;
+    Ok((id, dir))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -528,21 +547,4 @@ mod tests {
             assert_eq!(o, Outcome::TestFailed);
         }
     }
-}
-
-/// A new run directory `target/runs/<id>` and the `latest` link to it.
-pub fn new_run_dir(root: &Path, tag: &str) -> Result<(String, PathBuf)> {
-    let runs = root.join("target/runs");
-    fs::create_dir_all(&runs).with_context(|| format!("cannot create {}", runs.display()))?;
-    let now = time::OffsetDateTime::now_utc();
-    let fmt = time::macros::format_description!("[year][month][day]-[hour][minute][second]");
-    let stamp = now.format(&fmt).unwrap_or_else(|_| "run".into());
-    let id = format!("{stamp}-{tag}-{}", std::process::id());
-    let dir = runs.join(&id);
-    fs::create_dir_all(&dir)?;
-    let tmp_link = runs.join(format!(".latest-{}", std::process::id()));
-    let _ = fs::remove_file(&tmp_link);
-    std::os::unix::fs::symlink(&id, &tmp_link)?;
-    fs::rename(&tmp_link, runs.join("latest"))?;
-    Ok((id, dir))
 }

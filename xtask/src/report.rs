@@ -249,6 +249,7 @@ mod tests {
             boot_to_ready_ms: None,
             boot_to_ktap_ms: None,
             vm_wall_ms: 0,
+            qemu_exit_status: None,
             dir: "/x".into(),
             qemu_command: String::new(),
         }

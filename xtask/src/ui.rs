@@ -121,18 +121,6 @@ impl Stage {
         }
     }
 
-    /// Print a line above the bar (or plainly).
-    pub fn println(&self, msg: impl AsRef<str>) {
-        match &self.bar {
-            Some(b) => b.println(msg.as_ref()),
-            None => eprintln!("{}", msg.as_ref()),
-        }
-    }
-
-    pub fn elapsed(&self) -> Duration {
-        self.start.elapsed()
-    }
-
     pub fn finish(mut self, msg: impl AsRef<str>) -> Duration {
         self.end(msg.as_ref());
         self.start.elapsed()

@@ -14,7 +14,6 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 pub const READY: &str = "BUFAIO-READY";
-pub const DONE: &str = "BUFAIO-DONE";
 
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {

@@ -120,6 +120,7 @@ pub fn main(mut a: Args) -> Result<i32> {
         serde_json::to_string_pretty(&summary)?,
     )
     .context("cannot write results.json")?;
+    crate::gha::publish(&serde_json::to_value(&summary)?);
     let table = report::table(&results);
     std::fs::write(dir.join("summary.md"), &table)?;
     println!("\n{table}");
