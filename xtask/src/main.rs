@@ -58,6 +58,11 @@ enum Cmd {
     Exec(cmd::exec::Args),
     /// Measure the toolkit: cold, warm, edit→result, boot→first KTAP.
     BenchToolkit(cmd::bench_toolkit::Args),
+    /// Bisect: first bad patch of the series, or first bad upstream commit.
+    #[command(subcommand)]
+    Bisect(cmd::bisect::Cmd),
+    /// For every prefix of the series: applies, builds, checkpatch --strict, (--boot) boots.
+    CheckSeries(cmd::check_series::Args),
 }
 
 fn fetch_only(config: std::path::PathBuf) -> anyhow::Result<i32> {
@@ -99,6 +104,8 @@ fn main() {
         Cmd::Run(a) => cmd::run::main(a),
         Cmd::Exec(a) => cmd::exec::main(a),
         Cmd::BenchToolkit(a) => cmd::bench_toolkit::main(a),
+        Cmd::Bisect(c) => cmd::bisect::main(c),
+        Cmd::CheckSeries(a) => cmd::check_series::main(a),
     };
     match r {
         Ok(code) => std::process::exit(code),

@@ -216,7 +216,7 @@ pub fn prepare(src: &Fetched, series: &Series, cache: &Cache, ui: &Ui) -> Result
 
 /// Apply one patch with GNU patch; on failure return the output and the
 /// rejected hunks.
-fn apply_one(tree: &Path, p: &PatchInfo) -> std::result::Result<(), String> {
+pub fn apply_one(tree: &Path, p: &PatchInfo) -> std::result::Result<(), String> {
     let rej = tree.join(".bufaio-rejects");
     let out = Command::new("patch")
         .arg(format!("-p{}", p.strip))

@@ -2,7 +2,9 @@
 //! shared stages in [`crate::pipeline`].
 
 pub mod bench_toolkit;
+pub mod bisect;
 pub mod build;
+pub mod check_series;
 pub mod exec;
 pub mod run;
 
