@@ -48,6 +48,10 @@ pub enum Source {
         version: String,
         /// sha256 of the .deb.
         sha256: String,
+        /// Where to download the same .deb when apt cannot (non-Debian hosts,
+        /// e.g. Ubuntu CI runners); verified against the same sha256.
+        #[serde(default)]
+        url: Option<String>,
     },
     /// A tarball URL (`https://`, `http://` or `file://`).
     Url { url: String, sha256: String },

@@ -53,7 +53,8 @@ pub fn fetch(sources: &[Source], cache: &Cache, ui: &Ui) -> Result<Fetched> {
                 package,
                 version,
                 sha256,
-            } => fetch_debian(package, version, sha256, cache, &stage),
+                url,
+            } => fetch_debian(package, version, sha256, url.as_deref(), cache, &stage),
             Source::Url { url, sha256 } => fetch_url(url, sha256, cache, &stage),
             Source::Tarball { path, sha256 } => fetch_tarball(path, sha256),
             Source::Git { path, git_ref } => fetch_git(path, git_ref, cache),
@@ -99,17 +100,55 @@ fn fetch_debian(
     package: &str,
     version: &str,
     sha256: &str,
+    url: Option<&str>,
     cache: &Cache,
     stage: &crate::ui::Stage,
 ) -> Result<Fetched, Miss> {
     let sha = sha256.to_ascii_lowercase();
     let deb = cache.downloads().join(format!("{sha}.deb"));
     let tarball = cache.downloads().join(format!("{sha}.deb.tar.xz"));
+    if which("dpkg-deb").is_none() {
+        return Err(Miss::Unavailable(
+            "dpkg-deb not found (not a Debian-like host)".into(),
+        ));
+    }
     if !deb.exists() {
-        if which("apt-get").is_none() || which("dpkg-deb").is_none() {
-            return Err(Miss::Unavailable(
-                "apt-get/dpkg-deb not found (not a Debian-like host)".into(),
-            ));
+        if let Err(Miss::Unavailable(why)) =
+            apt_download(package, version, &sha, &deb, cache, stage)
+        {
+            match url {
+                Some(u) => {
+                    stage.note(format!("apt: {why}; downloading {u}"));
+                    download(u, &sha, &deb, cache, stage)?;
+                }
+                None => return Err(Miss::Unavailable(why)),
+            }
+        }
+    }
+    if !tarball.exists() {
+        deb_tarball(package, &deb, &tarball, cache, stage)?;
+    }
+    let tarball_sha256 = cached_sha(&tarball)?;
+    Ok(Fetched {
+        id: sha,
+        tarball,
+        description: format!("debian {package}={version}"),
+        tarball_sha256,
+    })
+}
+
+/// `apt-get download` into the cache; Unavailable when apt cannot provide it.
+fn apt_download(
+    package: &str,
+    version: &str,
+    sha: &str,
+    deb: &Path,
+    cache: &Cache,
+    stage: &crate::ui::Stage,
+) -> Result<(), Miss> {
+    {
+        if which("apt-get").is_none() {
+            return Err(Miss::Unavailable("apt-get not found".into()));
         }
         let tmp = tempfile::tempdir_in(cache.tmp()).context("cannot create a temp dir")?;
         stage.note(format!("apt-get download {package}={version}"));
@@ -129,15 +168,26 @@ fn fetch_debian(
             .filter_map(|e| e.ok().map(|e| e.path()))
             .find(|p| p.extension().is_some_and(|x| x == "deb"))
             .ok_or_else(|| Miss::Unavailable("apt-get download produced no .deb".into()))?;
-        verify(&got, &sha, &format!("{package}={version}"))?;
-        fs::rename(&got, &deb).context("cannot move the .deb into the cache")?;
+        verify(&got, sha, &format!("{package}={version}"))?;
+        fs::rename(&got, deb).context("cannot move the .deb into the cache")?;
     }
-    if !tarball.exists() {
+    Ok(())
+}
+
+/// Extract the source tarball from the verified .deb.
+fn deb_tarball(
+    package: &str,
+    deb: &Path,
+    tarball: &Path,
+    cache: &Cache,
+    stage: &crate::ui::Stage,
+) -> Result<(), Miss> {
+    {
         stage.note("extracting the source tarball from the .deb");
         let tmp = tempfile::tempdir_in(cache.tmp()).context("cannot create a temp dir")?;
         let out = Command::new("dpkg-deb")
             .arg("-x")
-            .arg(&deb)
+            .arg(deb)
             .arg(tmp.path())
             .output()
             .context("cannot run dpkg-deb")?;
@@ -154,15 +204,9 @@ fn fetch_debian(
             .filter_map(|e| e.ok().map(|e| e.path()))
             .find(|p| p.to_string_lossy().contains(".tar."))
             .ok_or_else(|| Miss::Fatal(anyhow!("{package} contains no usr/src/*.tar.* tarball")))?;
-        fs::rename(&inner, &tarball).context("cannot move the tarball into the cache")?;
+        fs::rename(&inner, tarball).context("cannot move the tarball into the cache")?;
     }
-    let tarball_sha256 = cached_sha(&tarball)?;
-    Ok(Fetched {
-        id: sha,
-        tarball,
-        description: format!("debian {package}={version}"),
-        tarball_sha256,
-    })
+    Ok(())
 }
 
 /// sha256 of a cache file, memoized next to it (cache files are immutable).
@@ -194,45 +238,7 @@ fn fetch_url(
     let sha = sha256.to_ascii_lowercase();
     let dest = cache.downloads().join(format!("{sha}{}", archive_ext(url)));
     if !dest.exists() {
-        let mut tmp = tempfile::NamedTempFile::new_in(cache.downloads())
-            .context("cannot create a temp file in the download cache")?;
-        let (mut reader, len): (Box<dyn Read>, Option<u64>) =
-            if let Some(path) = url.strip_prefix("file://") {
-                let f = fs::File::open(path)
-                    .map_err(|e| Miss::Unavailable(format!("cannot open {path}: {e}")))?;
-                let len = f.metadata().ok().map(|m| m.len());
-                (Box::new(f), len)
-            } else {
-                let resp = ureq::get(url)
-                    .timeout(std::time::Duration::from_secs(60))
-                    .call()
-                    .map_err(|e| Miss::Unavailable(format!("GET {url}: {e}")))?;
-                let len = resp.header("content-length").and_then(|v| v.parse().ok());
-                (Box::new(resp.into_reader()), len)
-            };
-        if let Some(len) = len {
-            stage.set_length(len, true);
-        }
-        let mut buf = vec![0u8; 1 << 20];
-        let mut done = 0u64;
-        loop {
-            let n = reader
-                .read(&mut buf)
-                .map_err(|e| Miss::Unavailable(format!("reading {url}: {e}")))?;
-            if n == 0 {
-                break;
-            }
-            tmp.write_all(&buf[..n])
-                .context("cannot write the download (disk full?)")?;
-            done += n as u64;
-            stage.set_position(done);
-        }
-        tmp.as_file()
-            .sync_all()
-            .context("cannot sync the download")?;
-        verify(tmp.path(), &sha, url)?;
-        tmp.persist(&dest)
-            .map_err(|e| Miss::Fatal(anyhow!("cannot rename the download into place: {e}")))?;
+        download(url, &sha, &dest, cache, stage)?;
     }
     Ok(Fetched {
         id: sha.clone(),
@@ -240,6 +246,57 @@ fn fetch_url(
         description: format!("url {url}"),
         tarball_sha256: sha,
     })
+}
+
+/// Stream `url` (https, http or file) to a temp file in the cache, verify its
+/// sha256, then rename it to `dest`.
+fn download(
+    url: &str,
+    sha: &str,
+    dest: &Path,
+    cache: &Cache,
+    stage: &crate::ui::Stage,
+) -> Result<(), Miss> {
+    let mut tmp = tempfile::NamedTempFile::new_in(cache.downloads())
+        .context("cannot create a temp file in the download cache")?;
+    let (mut reader, len): (Box<dyn Read>, Option<u64>) =
+        if let Some(path) = url.strip_prefix("file://") {
+            let f = fs::File::open(path)
+                .map_err(|e| Miss::Unavailable(format!("cannot open {path}: {e}")))?;
+            let len = f.metadata().ok().map(|m| m.len());
+            (Box::new(f), len)
+        } else {
+            let resp = ureq::get(url)
+                .timeout(std::time::Duration::from_secs(60))
+                .call()
+                .map_err(|e| Miss::Unavailable(format!("GET {url}: {e}")))?;
+            let len = resp.header("content-length").and_then(|v| v.parse().ok());
+            (Box::new(resp.into_reader()), len)
+        };
+    if let Some(len) = len {
+        stage.set_length(len, true);
+    }
+    let mut buf = vec![0u8; 1 << 20];
+    let mut done = 0u64;
+    loop {
+        let n = reader
+            .read(&mut buf)
+            .map_err(|e| Miss::Unavailable(format!("reading {url}: {e}")))?;
+        if n == 0 {
+            break;
+        }
+        tmp.write_all(&buf[..n])
+            .context("cannot write the download (disk full?)")?;
+        done += n as u64;
+        stage.set_position(done);
+    }
+    tmp.as_file()
+        .sync_all()
+        .context("cannot sync the download")?;
+    verify(tmp.path(), sha, url)?;
+    tmp.persist(dest)
+        .map_err(|e| Miss::Fatal(anyhow!("cannot rename the download into place: {e}")))?;
+    Ok(())
 }
 
 fn fetch_tarball(path: &Path, sha256: &str) -> Result<Fetched, Miss> {
@@ -401,6 +458,42 @@ mod tests {
         let e = format!("{:#}", fetch(&src, &cache, &Ui::new()).unwrap_err());
         assert!(e.contains("no kernel source could be fetched"), "{e}");
         assert!(e.contains("nope.tar does not exist"), "{e}");
+    }
+
+    #[test]
+    fn debian_source_falls_back_to_its_url() {
+        let (d, cache, _tar, _sha) = setup();
+        let pkg = d.path().join("pkg");
+        fs::create_dir_all(pkg.join("DEBIAN")).unwrap();
+        fs::create_dir_all(pkg.join("usr/src")).unwrap();
+        fs::write(
+            pkg.join("DEBIAN/control"),
+            "Package: bufaio-fixture-source\nVersion: 1\nArchitecture: all\nMaintainer: x <x@x>\nDescription: fixture\n",
+        )
+        .unwrap();
+        fs::write(pkg.join("usr/src/linux-source-x.tar.xz"), b"tarball bytes").unwrap();
+        let deb = d.path().join("fixture.deb");
+        let st = Command::new("dpkg-deb")
+            .args(["--build", "-Zgzip"])
+            .arg(&pkg)
+            .arg(&deb)
+            .output()
+            .unwrap();
+        assert!(
+            st.status.success(),
+            "{}",
+            String::from_utf8_lossy(&st.stderr)
+        );
+        let sha = sha256_file(&deb).unwrap();
+        let src = vec![Source::Debian {
+            package: "bufaio-no-such-package".into(),
+            version: "1".into(),
+            sha256: sha.clone(),
+            url: Some(format!("file://{}", deb.display())),
+        }];
+        let f = fetch(&src, &cache, &Ui::new()).unwrap();
+        assert_eq!(f.id, sha);
+        assert_eq!(fs::read(&f.tarball).unwrap(), b"tarball bytes");
     }
 
     #[test]
