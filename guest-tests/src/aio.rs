@@ -207,7 +207,18 @@ pub struct Op {
     iocb: Box<Iocb>,
     mem: Mem,
     iov: Vec<libc::iovec>,
+    /// The original iocb and iovecs while the user-space copies are
+    /// scribbled over ([`Ring::scribble_inflight`]).
+    saved: Option<(Iocb, Vec<libc::iovec>)>,
+    /// Where scribbled iocb/iovecs point instead of `mem` (so a kernel that
+    /// re-reads them after io_submit writes here, detectably and safely).
+    decoy: Vec<u8>,
 }
+
+// SAFETY: an Op exclusively owns its iocb, buffer, iovecs and decoy; the raw
+// pointers inside the iocb/iovecs point only into that owned memory, so
+// moving the whole Op to another thread is sound.
+unsafe impl Send for Op {}
 
 impl Op {
     fn new(opcode: u16, fd: RawFd, offset: u64) -> Op {
@@ -220,7 +231,47 @@ impl Op {
             }),
             mem: Mem::None,
             iov: Vec::new(),
+            saved: None,
+            decoy: Vec::new(),
         }
+    }
+
+    /// Overwrites the user-space iocb and iovecs (after io_submit returned)
+    /// with garbage pointing at a decoy buffer; the originals are restored
+    /// when the completion is reaped.
+    fn scribble(&mut self) {
+        if self.saved.is_some() {
+            return;
+        }
+        let total = self.nbytes().max(1);
+        self.decoy = vec![READ_POISON; total];
+        self.saved = Some((*self.iocb, self.iov.clone()));
+        let decoy = self.decoy.as_mut_ptr();
+        for v in self.iov.iter_mut() {
+            // Every segment is at most `total` long: stays within the decoy.
+            v.iov_base = decoy as *mut libc::c_void;
+        }
+        let i = &mut *self.iocb;
+        i.aio_data ^= 0x5c5c_0000_0000_5c5c;
+        i.aio_buf = decoy as u64;
+        i.aio_nbytes = if self.iov.is_empty() { total as u64 } else { 1 };
+        i.aio_offset = i.aio_offset.wrapping_add(12_345);
+        i.aio_fildes = u32::MAX;
+        i.aio_lio_opcode = 0x7777;
+        i.aio_flags = 0;
+    }
+
+    fn unscribble(&mut self) {
+        if let Some((iocb, iov)) = self.saved.take() {
+            *self.iocb = iocb;
+            self.iov.copy_from_slice(&iov);
+        }
+    }
+
+    /// Whether the decoy of a scribbled op is still all poison (nothing was
+    /// written through the overwritten iocb/iovecs). True if never scribbled.
+    pub fn decoy_untouched(&self) -> bool {
+        self.decoy.iter().all(|&b| b == READ_POISON)
     }
 
     fn attach_flat(mut self, mem: Mem) -> Op {
@@ -415,6 +466,8 @@ pub struct Ring {
     tracker: Tracker,
     /// Set once io_destroy succeeded: the kernel is done with all buffers.
     destroyed: bool,
+    /// How long the last `io_submit` syscall took (CLOCK_MONOTONIC).
+    pub last_submit: Duration,
 }
 
 impl Ring {
@@ -425,6 +478,7 @@ impl Ring {
             inflight: HashMap::new(),
             tracker: Tracker::default(),
             destroyed: false,
+            last_submit: Duration::ZERO,
         })
     }
 
@@ -439,6 +493,7 @@ impl Ring {
         for op in ops.iter_mut() {
             ptrs.push(&mut *op.iocb as *mut Iocb);
         }
+        let t0 = Instant::now();
         // SAFETY: every pointer refers to a boxed iocb whose buffer/iovecs
         // are owned by the same Op. Accepted ops are moved into
         // `self.inflight` below (their heap addresses do not change) and are
@@ -457,6 +512,7 @@ impl Ring {
         } else {
             ((ret as usize).min(ops.len()), None)
         };
+        self.last_submit = t0.elapsed();
         let rejected = ops.split_off(accepted);
         for op in ops {
             self.tracker.on_submit(op.obj(), op.data());
@@ -496,12 +552,47 @@ impl Ring {
 
     fn complete(&mut self, ev: IoEvent) -> Completion {
         let matched = self.tracker.on_event(&ev);
-        let op = if matched {
+        let mut op = if matched {
             self.inflight.remove(&ev.obj)
         } else {
             None
         };
+        if let Some(o) = op.as_mut() {
+            o.unscribble();
+        }
         Completion { event: ev, op }
+    }
+
+    /// Scribbles over the user-space iocb and iovec memory of every request
+    /// in flight (see [`Op::decoy_untouched`]). Returns how many.
+    pub fn scribble_inflight(&mut self) -> usize {
+        for op in self.inflight.values_mut() {
+            op.scribble();
+        }
+        self.inflight.len()
+    }
+
+    /// `io_destroy` now, with requests possibly in flight. Returns how long
+    /// it took and the requests that were never reaped (their events are
+    /// gone with the context; the checker counts them as abandoned, not
+    /// missing). The kernel must be done with their buffers once io_destroy
+    /// has returned.
+    pub fn destroy_now(&mut self) -> Result<(Duration, Vec<Op>), String> {
+        let t0 = Instant::now();
+        io_destroy(self.ctx).map_err(|e| format!("io_destroy: {e}"))?;
+        let took = t0.elapsed();
+        self.destroyed = true;
+        self.tracker.on_destroy();
+        let mut ops: Vec<Op> = self.inflight.drain().map(|(_, op)| op).collect();
+        for op in ops.iter_mut() {
+            op.unscribble();
+        }
+        Ok((took, ops))
+    }
+
+    /// Runs the checker after [`Ring::destroy_now`] (nothing left to drain).
+    pub fn check_after_destroy(&self) -> Result<(), String> {
+        self.check()
     }
 
     /// Reaps exactly `n` completions, waiting up to `timeout` in total.
@@ -551,6 +642,9 @@ impl Ring {
     /// Drains anything in flight, destroys the context, then checks
     /// invariants. The usual way to finish a test.
     pub fn finish(mut self, timeout: Duration) -> Result<(), String> {
+        if self.destroyed {
+            return self.check();
+        }
         let drained = self.drain(timeout);
         let destroyed = io_destroy(self.ctx);
         // If io_destroy failed we cannot be sure the kernel is done with the

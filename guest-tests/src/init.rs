@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crate::cmdline::{self, BootConfig, Fixture, Mode};
 use crate::exec;
 use crate::ktap::KtapWriter;
-use crate::runner::{self, Planned};
+use crate::runner::{self, NotRun, Planned};
 use crate::suite;
 use crate::sys;
 
@@ -42,6 +42,30 @@ pub const TEST_DISKS: [Disk; 2] = [
         fstype: "ext3",
     },
 ];
+
+/// The slow device (section 4 of the README): RAM-backed null_blk disks
+/// with 1 ms per IO, created by the host's `null_blk.*` kernel parameters.
+/// Each gets a raw copy of the matching fresh test disk before anything is
+/// mounted, then is mounted on its own mount point. Tests that need (or
+/// prefer) a slow device run there; their names keep the `@ext2`/`@ext3`
+/// label.
+pub const SLOW_DISKS: [Disk; 2] = [
+    Disk {
+        label: "ext2",
+        dev: "/dev/nullb0",
+        dir: "/mnt/slow-ext2",
+        fstype: "ext2",
+    },
+    Disk {
+        label: "ext3",
+        dev: "/dev/nullb1",
+        dir: "/mnt/slow-ext3",
+        fstype: "ext3",
+    },
+];
+
+/// Where each slow disk's content comes from (same order as SLOW_DISKS).
+const SLOW_SOURCES: [&str; 2] = ["/dev/vdb", "/dev/vdc"];
 
 pub const PAYLOAD_DISK: Disk = Disk {
     label: "payload",
@@ -148,6 +172,9 @@ fn session(cfg: Result<BootConfig, String>) {
 }
 
 fn suite_mode(cfg: &BootConfig, kernel: &str, ktap: &mut KtapWriter) {
+    // The raw copy onto the slow device must happen before the test disks
+    // are mounted (a clean, fresh filesystem image).
+    let slow = prepare_slow_disks();
     let mounted = mount_disks(&TEST_DISKS);
     let labels: Vec<&str> = TEST_DISKS.iter().map(|d| d.label).collect();
     let planned: Vec<Planned> = suite::expand(&labels)
@@ -156,13 +183,13 @@ fn suite_mode(cfg: &BootConfig, kernel: &str, ktap: &mut KtapWriter) {
         .map(|i| {
             let dir = match &i.fs {
                 None => Ok(PathBuf::from("/tmp")),
-                Some(l) => match mounted.iter().find(|(d, _)| d.label == l) {
-                    Some((d, Ok(()))) => Ok(PathBuf::from(d.dir)),
-                    Some((_, Err(e))) => Err(format!("filesystem {l} is not available: {e}")),
-                    None => Err(format!("filesystem {l} is not configured")),
-                },
+                Some(l) => plan_dir(l, i.device, &mounted, &slow),
             };
-            Planned { name: i.name, dir }
+            Planned {
+                name: i.name,
+                dir,
+                new_behaviour: i.new_behaviour,
+            }
         })
         .collect();
     let ok_fs: Vec<String> = mounted
@@ -183,10 +210,145 @@ fn suite_mode(cfg: &BootConfig, kernel: &str, ktap: &mut KtapWriter) {
     console(&format!("bufaio: {p} passed, {f} failed, {s} skipped"));
     let disks: Vec<&Disk> = mounted
         .iter()
+        .chain(slow.iter())
         .filter(|(_, r)| r.is_ok())
         .map(|(d, _)| *d)
         .collect();
     unmount_disks(&disks, ktap);
+}
+
+/// The directory a per-filesystem test runs in, by the device it wants.
+fn plan_dir(
+    label: &str,
+    device: suite::Device,
+    mounted: &[(&Disk, Result<(), String>)],
+    slow: &[(&Disk, Result<(), String>)],
+) -> Result<PathBuf, NotRun> {
+    let find = |set: &[(&Disk, Result<(), String>)]| {
+        set.iter()
+            .find(|(d, _)| d.label == label)
+            .map(|(d, r)| r.clone().map(|()| PathBuf::from(d.dir)))
+    };
+    match (device, find(slow)) {
+        (suite::Device::Slow | suite::Device::PreferSlow, Some(Ok(d))) => Ok(d),
+        (suite::Device::Slow, Some(Err(e))) => Err(NotRun::Skip(format!(
+            "needs the slow device, which is not available: {e}"
+        ))),
+        (suite::Device::Slow, None) => Err(NotRun::Skip(format!("no slow device for {label}"))),
+        _ => match find(mounted) {
+            Some(Ok(d)) => Ok(d),
+            Some(Err(e)) => Err(NotRun::Fail(format!(
+                "filesystem {label} is not available: {e}"
+            ))),
+            None => Err(NotRun::Fail(format!(
+                "filesystem {label} is not configured"
+            ))),
+        },
+    }
+}
+
+/// Copies each fresh test disk onto its null_blk slow disk and mounts it.
+/// Absent null_blk devices are reported (tests needing them then skip).
+fn prepare_slow_disks() -> Vec<(&'static Disk, Result<(), String>)> {
+    SLOW_DISKS
+        .iter()
+        .zip(SLOW_SOURCES)
+        .map(|(d, src)| {
+            let r = prepare_slow_disk(d, src);
+            match &r {
+                Ok(()) => console(&format!(
+                    "bufaio: mounted {} on {} ({}, slow device)",
+                    d.dev, d.dir, d.fstype
+                )),
+                Err(e) => console(&format!("bufaio: NOT mounted slow-{}: {e}", d.label)),
+            }
+            (d, r)
+        })
+        .collect()
+}
+
+fn prepare_slow_disk(d: &Disk, src: &str) -> Result<(), String> {
+    let name = d.dev.trim_start_matches("/dev/");
+    if !Path::new("/sys/block").join(name).exists() {
+        return Err(format!(
+            "{} does not exist (no null_blk.nr_devices=2 on the kernel command line?)",
+            d.dev
+        ));
+    }
+    let start = Instant::now();
+    let (written, total) = copy_nonzero(src, d.dev)?;
+    console(&format!(
+        "bufaio: copied {src} to {} ({} of {} MiB non-zero, {} ms)",
+        d.dev,
+        written >> 20,
+        total >> 20,
+        start.elapsed().as_millis()
+    ));
+    mount_disk(d)
+}
+
+/// Raw block copy of `src` onto `dst` in 1 MiB O_DIRECT chunks, skipping
+/// all-zero chunks (a fresh memory-backed null_blk device reads as zeros).
+/// Returns (bytes written, bytes of `src`).
+fn copy_nonzero(src: &str, dst: &str) -> Result<(u64, u64), String> {
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    const CHUNK: usize = 1 << 20;
+    let wait_for = |p: &str| {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !Path::new(p).exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_for(src);
+    wait_for(dst);
+    let s = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(src)
+        .map_err(|e| format!("open {src}: {e}"))?;
+    let t = OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(dst)
+        .map_err(|e| format!("open {dst}: {e}"))?;
+    let size = |dev: &str| -> Result<u64, String> {
+        let name = dev.trim_start_matches("/dev/");
+        let p = format!("/sys/block/{name}/size");
+        std::fs::read_to_string(&p)
+            .map_err(|e| format!("read {p}: {e}"))?
+            .trim()
+            .parse::<u64>()
+            .map(|sectors| sectors * 512)
+            .map_err(|e| format!("parse {p}: {e}"))
+    };
+    let total = size(src)?;
+    let room = size(dst)?;
+    if room < total {
+        return Err(format!(
+            "{dst} ({room} bytes) is smaller than {src} ({total} bytes)"
+        ));
+    }
+    let mut buf = crate::aio::AlignedBuf::new(CHUNK, 4096).map_err(|e| e.to_string())?;
+    let mut off = 0u64;
+    let mut written = 0u64;
+    while off < total {
+        let want = CHUNK.min((total - off) as usize);
+        let b = &mut buf.as_mut_slice()[..want];
+        let n = s
+            .read_at(b, off)
+            .map_err(|e| format!("read {src} at {off}: {e}"))?;
+        if n == 0 {
+            break;
+        }
+        if b[..n].iter().any(|&x| x != 0) {
+            t.write_all_at(&b[..n], off)
+                .map_err(|e| format!("write {dst} at {off}: {e}"))?;
+            written += n as u64;
+        }
+        off += n as u64;
+    }
+    t.sync_all().map_err(|e| format!("fsync {dst}: {e}"))?;
+    Ok((written, total))
 }
 
 fn exec_mode(ktap: &mut KtapWriter) {

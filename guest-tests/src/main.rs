@@ -140,8 +140,15 @@ fn host_mode(args: &Args) -> i32 {
         .into_iter()
         .filter(|i| cmdline::selected(&args.filter, &i.name))
         .map(|i| runner::Planned {
+            dir: if i.device == suite::Device::Slow {
+                Err(runner::NotRun::Skip(
+                    "needs the slow device (null_blk), guest only".to_string(),
+                ))
+            } else {
+                Ok(dir.clone())
+            },
             name: i.name,
-            dir: Ok(dir.clone()),
+            new_behaviour: i.new_behaviour,
         })
         .collect();
     let mut ktap = ktap::KtapWriter::new(Box::new(std::io::stdout()), "");

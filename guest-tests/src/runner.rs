@@ -27,11 +27,26 @@ const KILL_GRACE: Duration = Duration::from_secs(10);
 /// Most child output kept per test (the rest is drained and dropped).
 const OUTPUT_CAP: usize = 64 * 1024;
 
+/// Why a planned test is not run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotRun {
+    /// Reported as a failure (e.g. its filesystem failed to mount).
+    Fail(String),
+    /// Reported as a skip (e.g. it needs the slow device, which is absent).
+    Skip(String),
+}
+
 /// A test to run: its name and its directory, or why it cannot run.
 pub struct Planned {
     pub name: String,
-    pub dir: Result<PathBuf, String>,
+    pub dir: Result<PathBuf, NotRun>,
+    /// Asserts the series' new behaviour: `# expect: patched` is emitted
+    /// right before its `# time_ms:` line.
+    pub new_behaviour: bool,
 }
+
+/// The diagnostic that marks a new-behaviour test (README section 6).
+pub const EXPECT_PATCHED: &str = "expect: patched";
 
 /// Runs `planned` in order, writing KTAP results as they come and a human
 /// summary line per test through `human`. Returns (passed, failed, skipped).
@@ -45,10 +60,14 @@ pub fn run_suite(
     let (mut pass, mut fail, mut skip) = (0, 0, 0);
     for (i, p) in planned.iter().enumerate() {
         let start = Instant::now();
-        let (status, diags) = match &p.dir {
+        let (status, mut diags) = match &p.dir {
             Ok(dir) => run_child(&p.name, dir, guest, timeout),
-            Err(why) => (Status::Fail, vec![why.clone()]),
+            Err(NotRun::Fail(why)) => (Status::Fail, vec![why.clone()]),
+            Err(NotRun::Skip(why)) => (Status::Skip(why.clone()), Vec::new()),
         };
+        if p.new_behaviour {
+            diags.push(EXPECT_PATCHED.to_string());
+        }
         let report = TestReport {
             number: i + 1,
             name: p.name.clone(),
@@ -66,7 +85,13 @@ pub fn run_suite(
         }
         human(&ktap::summary(&report));
         if report.status == Status::Fail {
-            for d in report.diags.iter().flat_map(|d| d.lines()).take(40) {
+            for d in report
+                .diags
+                .iter()
+                .flat_map(|d| d.lines())
+                .filter(|l| *l != EXPECT_PATCHED)
+                .take(40)
+            {
                 human(&format!("bufaio:     # {}", ktap::one_line(d)));
             }
         }

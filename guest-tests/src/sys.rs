@@ -335,3 +335,131 @@ pub fn errno_name(errno: i32) -> &'static str {
         _ => "errno",
     }
 }
+
+/// `posix_fadvise(fd, offset, len, advice)` on a byte range.
+pub fn fadvise(fd: &impl AsRawFd, offset: u64, len: u64, advice: libc::c_int) -> io::Result<()> {
+    // SAFETY: plain integer arguments; the fd is borrowed and open.
+    let r = unsafe {
+        libc::posix_fadvise(
+            fd.as_raw_fd(),
+            offset as libc::off_t,
+            len as libc::off_t,
+            advice,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::from_raw_os_error(r));
+    }
+    Ok(())
+}
+
+/// `fork()`. Returns 0 in the child, the child's pid in the parent.
+///
+/// Only call from a single-threaded process; the child should do little
+/// more than syscalls and then [`exit_now`].
+pub fn fork() -> io::Result<i32> {
+    // SAFETY: fork has no memory-safety preconditions of its own; callers
+    // keep the child simple (single-threaded parent, no locks held).
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(pid)
+}
+
+/// `_exit(code)`: leaves at once, without running destructors or atexit
+/// handlers (for forked children).
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit never returns and has no preconditions.
+    unsafe { libc::_exit(code) }
+}
+
+/// Counts SIGALRMs delivered to [`on_sigalrm`].
+pub static SIGALRM_COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+extern "C" fn on_sigalrm(_sig: libc::c_int) {
+    SIGALRM_COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Installs a counting SIGALRM handler *without* SA_RESTART (so blocking
+/// syscalls see EINTR) and arms ITIMER_REAL every `interval`. A zero
+/// interval disarms the timer and restores SIG_DFL.
+pub fn alarm_every(interval: Duration) -> io::Result<()> {
+    let tv = libc::timeval {
+        tv_sec: interval.as_secs() as libc::time_t,
+        tv_usec: interval.subsec_micros() as libc::suseconds_t,
+    };
+    let it = libc::itimerval {
+        it_interval: tv,
+        it_value: tv,
+    };
+    // SAFETY: sigaction is plain old data; all-zero is a valid value.
+    let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
+    sa.sa_sigaction = if interval.is_zero() {
+        libc::SIG_DFL
+    } else {
+        on_sigalrm as extern "C" fn(libc::c_int) as libc::sighandler_t
+    };
+    sa.sa_flags = 0; // no SA_RESTART
+    if interval.is_zero() {
+        // Disarm first, then restore the default action.
+        // SAFETY: `it` is a valid itimerval; old value not requested.
+        check(unsafe { libc::setitimer(libc::ITIMER_REAL, &it, std::ptr::null_mut()) })?;
+    }
+    // SAFETY: `sa` is a valid sigaction whose handler only touches an
+    // atomic (async-signal-safe); the mask is empty.
+    check(unsafe {
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(libc::SIGALRM, &sa, std::ptr::null_mut())
+    })?;
+    if !interval.is_zero() {
+        // SAFETY: as above.
+        check(unsafe { libc::setitimer(libc::ITIMER_REAL, &it, std::ptr::null_mut()) })?;
+    }
+    Ok(())
+}
+
+/// `ioctl(fd, FIBMAP, &block)`: the physical block (in filesystem blocks)
+/// backing logical block `block` of the file. Needs CAP_SYS_RAWIO.
+pub fn fibmap(fd: &impl AsRawFd, block: u32) -> io::Result<u32> {
+    const FIBMAP: libc::c_ulong = 1;
+    let mut b: libc::c_int = block as libc::c_int;
+    // SAFETY: FIBMAP reads and writes one int through the pointer.
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), FIBMAP, &mut b) })?;
+    Ok(b as u32)
+}
+
+/// `ioctl(fd, FIGETBSZ, &size)`: the filesystem block size.
+pub fn figetbsz(fd: &impl AsRawFd) -> io::Result<u32> {
+    const FIGETBSZ: libc::c_ulong = 2;
+    let mut b: libc::c_int = 0;
+    // SAFETY: FIGETBSZ writes one int through the pointer.
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), FIGETBSZ, &mut b) })?;
+    Ok(b as u32)
+}
+
+/// `mount(2)` with a data string (e.g. fs options).
+pub fn mount_data(
+    source: &str,
+    target: &Path,
+    fstype: &str,
+    flags: libc::c_ulong,
+    data: &str,
+) -> io::Result<()> {
+    let src = cstr(source)?;
+    let tgt = path_cstr(target)?;
+    let fst = cstr(fstype)?;
+    let dat = cstr(data)?;
+    // SAFETY: all pointers are valid NUL-terminated strings that outlive
+    // the call.
+    check(unsafe {
+        libc::mount(
+            src.as_ptr(),
+            tgt.as_ptr(),
+            fst.as_ptr(),
+            flags,
+            dat.as_ptr() as *const libc::c_void,
+        )
+    })
+    .map(|_| ())
+}

@@ -11,7 +11,9 @@ use crate::sys;
 
 mod basic;
 mod errors;
+mod inflight;
 mod read;
+mod teardown;
 mod write;
 
 /// Why a test stopped early.
@@ -45,75 +47,108 @@ macro_rules! ensure {
     };
 }
 
+/// Which block device a per-filesystem test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Device {
+    /// The regular test disk (`/mnt/ext2`, `/mnt/ext3`).
+    Normal,
+    /// The slow device (`/mnt/slow-ext2`, `/mnt/slow-ext3`) when it is
+    /// mounted, else the regular disk (the test is meaningful on both; the
+    /// slow device widens the window in which reads are in flight).
+    PreferSlow,
+    /// Only the slow device: the test SKIPs when it is absent (and in host
+    /// mode).
+    Slow,
+}
+
 pub struct TestDef {
     /// `<area>/<name>`, without a filesystem suffix.
     pub name: &'static str,
     /// Whether the test runs once per filesystem (`name@fs`).
     pub per_fs: bool,
     pub run: fn(&Ctx) -> TestResult,
+    pub device: Device,
+    /// Asserts the series' new behaviour (must fail on the unpatched
+    /// kernel, pass on the patched one): the runner emits `# expect: patched`.
+    pub new_behaviour: bool,
+}
+
+const fn fs_test(name: &'static str, run: fn(&Ctx) -> TestResult) -> TestDef {
+    TestDef {
+        name,
+        per_fs: true,
+        run,
+        device: Device::Normal,
+        new_behaviour: false,
+    }
+}
+
+const fn global_test(name: &'static str, run: fn(&Ctx) -> TestResult) -> TestDef {
+    TestDef {
+        per_fs: false,
+        ..fs_test(name, run)
+    }
+}
+
+impl TestDef {
+    const fn on(self, device: Device) -> TestDef {
+        TestDef { device, ..self }
+    }
+
+    const fn new_behaviour(self) -> TestDef {
+        TestDef {
+            new_behaviour: true,
+            ..self
+        }
+    }
 }
 
 pub const TESTS: &[TestDef] = &[
-    TestDef {
-        name: "basic/setup_destroy",
-        per_fs: false,
-        run: basic::setup_destroy,
-    },
-    TestDef {
-        name: "basic/eventfd",
-        per_fs: true,
-        run: basic::eventfd,
-    },
-    TestDef {
-        name: "basic/batch",
-        per_fs: true,
-        run: basic::batch,
-    },
-    TestDef {
-        name: "read/roundtrip_aligned",
-        per_fs: true,
-        run: read::roundtrip_aligned,
-    },
-    TestDef {
-        name: "read/roundtrip_unaligned",
-        per_fs: true,
-        run: read::roundtrip_unaligned,
-    },
-    TestDef {
-        name: "read/short_at_eof",
-        per_fs: true,
-        run: read::short_at_eof,
-    },
-    TestDef {
-        name: "read/odirect_sanity",
-        per_fs: true,
-        run: read::odirect_sanity,
-    },
-    TestDef {
-        name: "write/roundtrip_aligned",
-        per_fs: true,
-        run: write::roundtrip_aligned,
-    },
-    TestDef {
-        name: "write/roundtrip_unaligned",
-        per_fs: true,
-        run: write::roundtrip_unaligned,
-    },
-    TestDef {
-        name: "errors/bad_fd",
-        per_fs: false,
-        run: errors::bad_fd,
-    },
-    TestDef {
-        name: "errors/einval_opcode",
-        per_fs: false,
-        run: errors::einval_opcode,
-    },
-    TestDef {
-        name: "errors/bad_rw_flags",
-        per_fs: false,
-        run: errors::bad_rw_flags,
-    },
+    global_test("basic/setup_destroy", basic::setup_destroy),
+    fs_test("basic/eventfd", basic::eventfd),
+    fs_test("basic/batch", basic::batch),
+    fs_test("read/roundtrip_aligned", read::roundtrip_aligned),
+    fs_test("read/roundtrip_unaligned", read::roundtrip_unaligned),
+    fs_test("read/short_at_eof", read::short_at_eof),
+    fs_test("read/odirect_sanity", read::odirect_sanity),
+    fs_test("read/cold_warm_sizes", read::cold_warm_sizes).on(Device::PreferSlow),
+    fs_test("read/partial_cache", read::partial_cache).on(Device::PreferSlow),
+    fs_test("read/iocb_overwrite", read::iocb_overwrite).on(Device::PreferSlow),
+    fs_test("read/warm_fast_path", inflight::warm_fast_path),
+    fs_test("read/nonblocking_submit", inflight::nonblocking_submit)
+        .on(Device::Slow)
+        .new_behaviour(),
+    fs_test(
+        "read/nonblocking_submit_metadata",
+        inflight::nonblocking_submit_metadata,
+    )
+    .on(Device::Slow)
+    .new_behaviour(),
+    fs_test("read/batch_nonblocking", inflight::batch_nonblocking)
+        .on(Device::Slow)
+        .new_behaviour(),
+    fs_test("read/eventfd_nonblocking", inflight::eventfd_nonblocking)
+        .on(Device::Slow)
+        .new_behaviour(),
+    fs_test("read/page_lock_contention", inflight::page_lock_contention).on(Device::PreferSlow),
+    fs_test("read/submitter_exits", inflight::submitter_exits).on(Device::PreferSlow),
+    fs_test("read/signals", inflight::signals).on(Device::PreferSlow),
+    fs_test(
+        "read/close_before_completion",
+        inflight::close_before_completion,
+    )
+    .on(Device::PreferSlow),
+    fs_test("read/destroy_inflight", inflight::destroy_inflight).on(Device::PreferSlow),
+    fs_test("read/nowait", read::nowait).on(Device::PreferSlow),
+    fs_test("read/eio", read::eio).on(Device::Slow),
+    fs_test("write/roundtrip_aligned", write::roundtrip_aligned),
+    fs_test("write/roundtrip_unaligned", write::roundtrip_unaligned),
+    fs_test("teardown/exit_inflight", teardown::exit_inflight).on(Device::PreferSlow),
+    fs_test("teardown/sigkill_inflight", teardown::sigkill_inflight).on(Device::PreferSlow),
+    fs_test("teardown/umount_remount", teardown::umount_remount).on(Device::PreferSlow),
+    global_test("errors/bad_fd", errors::bad_fd),
+    global_test("errors/einval_opcode", errors::einval_opcode),
+    global_test("errors/bad_rw_flags", errors::bad_rw_flags),
 ];
 
 /// One concrete test instance.
@@ -122,6 +157,8 @@ pub struct Instance {
     pub name: String,
     /// The filesystem label (`ext2`, `ext3`, `host`) for per-fs tests.
     pub fs: Option<String>,
+    pub device: Device,
+    pub new_behaviour: bool,
 }
 
 /// All test instances for the given filesystem labels, in registry order
@@ -134,12 +171,16 @@ pub fn expand(fs_labels: &[&str]) -> Vec<Instance> {
                 out.push(Instance {
                     name: format!("{}@{fs}", t.name),
                     fs: Some(fs.to_string()),
+                    device: t.device,
+                    new_behaviour: t.new_behaviour,
                 });
             }
         } else {
             out.push(Instance {
                 name: t.name.to_string(),
                 fs: None,
+                device: t.device,
+                new_behaviour: t.new_behaviour,
             });
         }
     }
@@ -205,6 +246,114 @@ impl Ctx {
         }
         Ok(())
     }
+}
+
+impl Ctx {
+    /// Drops the whole page cache (data, dentries, inodes, buffer heads) in
+    /// the guest; returns false where that is not possible (host mode).
+    pub fn drop_caches(&self) -> Result<bool, String> {
+        if !(self.guest && self.root) {
+            return Ok(false);
+        }
+        sys::sync();
+        std::fs::write("/proc/sys/vm/drop_caches", "3\n")
+            .map_err(|e| format!("write /proc/sys/vm/drop_caches: {e}"))?;
+        Ok(true)
+    }
+
+    /// Fails with SKIP unless caches can be dropped (guest, root).
+    pub fn require_drop_caches(&self) -> TestResult {
+        if self.guest && self.root {
+            Ok(())
+        } else {
+            Err(Stop::Skip(
+                "needs drop_caches (guest as root) to make data and metadata cold".into(),
+            ))
+        }
+    }
+
+    /// Evicts `[off, off+len)` of `f` from the page cache with
+    /// POSIX_FADV_DONTNEED (whole pages inside the range only). SKIPs the
+    /// test if the kernel has no fadvise (ENOSYS).
+    pub fn evict(&self, f: &File, off: u64, len: u64) -> TestResult {
+        match sys::fadvise(f, off, len, libc::POSIX_FADV_DONTNEED) {
+            Ok(()) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => Err(Stop::Skip(
+                "posix_fadvise is not available (ENOSYS: CONFIG_ADVISE_SYSCALLS=n)".into(),
+            )),
+            Err(e) => Err(Stop::Fail(format!(
+                "posix_fadvise(DONTNEED, {off}, {len}): {e}"
+            ))),
+        }
+    }
+
+    /// The block device holding the test directory.
+    pub fn block_dev(&self) -> Result<BlockDev, String> {
+        BlockDev::of(&self.dir)
+    }
+}
+
+/// POSIX_FADV_RANDOM on `f` (readahead limited to the request), tolerating
+/// ENOSYS. Returns whether the advice was applied.
+pub fn fadvise_random(f: &File) -> Result<bool, String> {
+    match sys::fadvise(f, 0, 0, libc::POSIX_FADV_RANDOM) {
+        Ok(()) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => Ok(false),
+        Err(e) => Err(format!("posix_fadvise(RANDOM): {e}")),
+    }
+}
+
+/// A block device by its sysfs directory (`/sys/dev/block/MAJ:MIN`).
+pub struct BlockDev {
+    pub sys: PathBuf,
+    /// Resolved sysfs path (names the driver's device, e.g. `.../nullb0`).
+    pub real: PathBuf,
+}
+
+impl BlockDev {
+    /// The device a path lives on (st_dev of `path`).
+    pub fn of(path: &Path) -> Result<BlockDev, String> {
+        use std::os::unix::fs::MetadataExt;
+        let dev = std::fs::metadata(path)
+            .map_err(|e| format!("stat {}: {e}", path.display()))?
+            .dev();
+        let (maj, min) = (libc::major(dev), libc::minor(dev));
+        let sys = PathBuf::from(format!("/sys/dev/block/{maj}:{min}"));
+        let real = sys
+            .canonicalize()
+            .map_err(|e| format!("{}: {e} (not a block device?)", sys.display()))?;
+        Ok(BlockDev { sys, real })
+    }
+
+    /// Short name (`nullb0`, `vdb`, ...).
+    pub fn name(&self) -> String {
+        self.real
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+
+    /// Whether this is a null_blk device (the slow device).
+    pub fn is_null_blk(&self) -> bool {
+        self.name().starts_with("nullb")
+    }
+
+    /// Sectors read so far (field 3 of `stat`).
+    pub fn sectors_read(&self) -> Result<u64, String> {
+        let p = self.sys.join("stat");
+        let s = std::fs::read_to_string(&p).map_err(|e| format!("read {}: {e}", p.display()))?;
+        s.split_whitespace()
+            .nth(2)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| format!("unexpected {}: {s:?}", p.display()))
+    }
+}
+
+/// Median of a non-empty list of durations.
+pub fn median(v: &[Duration]) -> Duration {
+    let mut v = v.to_vec();
+    v.sort();
+    v[v.len() / 2]
 }
 
 pub fn open_rw(path: &Path) -> Result<File, String> {

@@ -1,0 +1,571 @@
+//! read/* tests about requests *in flight*: whether io_submit waits for the
+//! device (new behaviour), and everything that can happen to a request
+//! between io_submit and its completion (page-lock contention, the
+//! submitter exiting, signals, close, io_destroy).
+//!
+//! The slow device (null_blk, 1 ms per IO) makes "waited for the device"
+//! measurable under TCG: a cold read cannot complete sooner than L = 1 ms
+//! after its bio was issued.
+
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::AsRawFd;
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use super::{
+    create_pattern_file, fadvise_random, median, pread_full, Ctx, Stop, TestResult, REAP_TIMEOUT,
+};
+use crate::aio::{Completion, Op, Ring, READ_POISON};
+use crate::ensure;
+use crate::pattern;
+use crate::sys;
+
+const KIB: usize = 1024;
+
+/// The slow device's per-IO latency (null_blk.completion_nsec).
+pub const SLOW_L: Duration = Duration::from_millis(1);
+
+/// How many of the repeated "was it still in flight right after io_submit"
+/// probes may come out wrong before a new-behaviour test fails: under TCG a
+/// vCPU can stall for a millisecond between io_submit returning and the
+/// next syscall, letting a correctly queued read complete meanwhile.
+const MAX_NOISY: usize = 1;
+
+/// res == length and the data equals the pattern; nothing past res written.
+fn check_full(c: &Completion, seed: u64) -> Result<(), String> {
+    let op = c.op()?;
+    c.expect_res(op.nbytes() as i64)?;
+    pattern::verify(op.buf(), seed, op.offset())
+        .map_err(|e| format!("read at {} len {}: {e}", op.offset(), op.nbytes()))
+}
+
+fn us(d: Duration) -> String {
+    format!("{} us", d.as_micros())
+}
+
+fn stats(v: &[Duration]) -> String {
+    let min = v.iter().min().copied().unwrap_or_default();
+    let max = v.iter().max().copied().unwrap_or_default();
+    format!(
+        "median {}, min {}, max {} (n={})",
+        us(median(v)),
+        us(min),
+        us(max),
+        v.len()
+    )
+}
+
+/// Fails (not skips) unless the test directory is on the slow device: the
+/// runner only schedules `Device::Slow` tests there.
+fn require_slow(ctx: &Ctx) -> Result<super::BlockDev, Stop> {
+    ctx.require_drop_caches()?;
+    let dev = ctx.block_dev()?;
+    ensure!(
+        dev.is_null_blk(),
+        "{} is on {}, not on the null_blk slow device",
+        ctx.dir.display(),
+        dev.name()
+    );
+    Ok(dev)
+}
+
+/// Creates `n` files (one pattern region each), syncs and drops caches once.
+/// `region` is (offset, len) of the written data; the rest is a hole.
+fn cold_files(
+    ctx: &Ctx,
+    n: usize,
+    seed: u64,
+    region: (u64, usize),
+    random: bool,
+) -> Result<Vec<File>, Stop> {
+    let mut files = Vec::with_capacity(n);
+    for i in 0..n {
+        let f = super::open_rw(&ctx.path(&format!("cold{i}")))?;
+        f.set_len(0).map_err(|e| format!("truncate: {e}"))?;
+        use std::os::unix::fs::FileExt;
+        f.write_all_at(
+            &pattern::make(seed + i as u64, region.0, region.1),
+            region.0,
+        )
+        .map_err(|e| format!("write cold{i}: {e}"))?;
+        f.sync_all().map_err(|e| format!("fsync cold{i}: {e}"))?;
+        if random {
+            fadvise_random(&f)?;
+        }
+        files.push(f);
+    }
+    ctx.drop_caches()?;
+    Ok(files)
+}
+
+/// One cold read per file, each in its own io_submit, each probed with a
+/// zero-timeout io_getevents right after. Asserts the median submit time is
+/// below L/2 and at most MAX_NOISY probes found the read already complete.
+fn submit_probe(
+    ctx: &Ctx,
+    files: &[File],
+    seed: u64,
+    off: u64,
+    len: usize,
+    what: &str,
+) -> TestResult {
+    let dev = require_slow(ctx)?;
+    let before = dev.sectors_read()?;
+    let mut ring = Ring::new(8)?;
+    let mut times = Vec::new();
+    let mut done_at_once = 0;
+    for (i, f) in files.iter().enumerate() {
+        ring.submit_all(vec![Op::pread(f.as_raw_fd(), off, len).with_data(i as u64)])?;
+        let t = ring.last_submit;
+        let early = ring
+            .getevents(0, 1, Some(Duration::ZERO))
+            .map_err(|e| format!("io_getevents(timeout 0): {e}"))?;
+        times.push(t);
+        if !early.is_empty() {
+            done_at_once += 1;
+        }
+        let mut cs = early;
+        if cs.is_empty() {
+            cs = ring.reap(1, REAP_TIMEOUT)?;
+        }
+        let c = &cs[0];
+        check_full(c, seed + i as u64)?;
+    }
+    let after = dev.sectors_read()?;
+    println!(
+        "{what}: io_submit of a cold {len}-byte read at {off}: {}; complete when io_submit returned: {done_at_once}/{}; device read {} sectors",
+        stats(&times),
+        files.len(),
+        after - before
+    );
+    ring.finish(REAP_TIMEOUT)?;
+    ensure!(
+        after - before >= (files.len() * len / 512) as u64,
+        "the reads were not cold: the device read only {} sectors",
+        after - before
+    );
+    ensure!(
+        median(&times) < SLOW_L / 2,
+        "io_submit of a cold read took {} (median) — not << L = {}: it waited for the device",
+        us(median(&times)),
+        us(SLOW_L)
+    );
+    ensure!(
+        done_at_once <= MAX_NOISY,
+        "{done_at_once} of {} cold reads were already complete when io_submit returned (zero-timeout io_getevents found them)",
+        files.len()
+    );
+    Ok(())
+}
+
+/// New behaviour: io_submit of a cold read (data cold, mapping in direct
+/// blocks, readahead limited to the request) does not wait for the device.
+pub fn nonblocking_submit(ctx: &Ctx) -> TestResult {
+    const SEED: u64 = 0x5B00;
+    require_slow(ctx)?;
+    let files = cold_files(ctx, 9, SEED, (0, 64 * KIB), true)?;
+    submit_probe(ctx, &files, SEED, 0, 4 * KIB, "data cold")
+}
+
+/// New behaviour: the same with the block-mapping metadata cold too: the
+/// read is at 1 MiB, behind ext2's double-indirect block, so the lookup
+/// needs two metadata reads before the data read (default readahead).
+pub fn nonblocking_submit_metadata(ctx: &Ctx) -> TestResult {
+    const SEED: u64 = 0x5B10;
+    const OFF: u64 = 1 << 20;
+    require_slow(ctx)?;
+    let files = cold_files(ctx, 9, SEED, (OFF, 64 * KIB), false)?;
+    submit_probe(ctx, &files, SEED, OFF + 4096, 4 * KIB, "data+metadata cold")
+}
+
+/// New behaviour: 64 cold reads (spread over 4 MiB, separate IOs) in one
+/// io_submit return in < 16 L in total, and not all of them are complete
+/// when it returns. The unpatched kernel waits ~L for each one.
+pub fn batch_nonblocking(ctx: &Ctx) -> TestResult {
+    const SEED: u64 = 0xBA70;
+    const N: usize = 64;
+    const STRIDE: u64 = 64 * 1024;
+    let dev = require_slow(ctx)?;
+    let f = create_pattern_file(&ctx.path("data"), SEED, N as u64 * STRIDE)?;
+    f.sync_all().map_err(|e| format!("fsync: {e}"))?;
+    let random = fadvise_random(&f)?;
+    ctx.drop_caches()?;
+    let fd = f.as_raw_fd();
+    let mut ring = Ring::new(N as u32)?;
+    let before = dev.sectors_read()?;
+    let ops = (0..N)
+        .map(|i| Op::pread(fd, i as u64 * STRIDE, 4 * KIB).with_data(i as u64))
+        .collect();
+    ring.submit_all(ops)?;
+    let t = ring.last_submit;
+    let early = ring
+        .getevents(0, N, Some(Duration::ZERO))
+        .map_err(|e| format!("io_getevents(timeout 0): {e}"))?;
+    let n_early = early.len();
+    let mut all = early;
+    all.extend(ring.reap(N - n_early, REAP_TIMEOUT)?);
+    for c in &all {
+        check_full(c, SEED)?;
+    }
+    let after = dev.sectors_read()?;
+    println!(
+        "io_submit of {N} cold 4 KiB reads: {}; complete when it returned: {n_early}/{N}; device read {} sectors; POSIX_FADV_RANDOM {}",
+        us(t),
+        after - before,
+        if random { "on" } else { "unavailable" }
+    );
+    ring.finish(REAP_TIMEOUT)?;
+    ensure!(
+        after - before >= (N * 8) as u64,
+        "the reads were not cold: the device read only {} sectors",
+        after - before
+    );
+    ensure!(
+        t < SLOW_L * 16,
+        "io_submit of {N} cold reads took {} (>= 16 L = {}): it waited for the device",
+        us(t),
+        us(SLOW_L * 16)
+    );
+    ensure!(
+        n_early < N,
+        "all {N} cold reads were complete when io_submit returned"
+    );
+    Ok(())
+}
+
+fn read_eventfd(efd: &mut File) -> Result<u64, String> {
+    let mut b = [0u8; 8];
+    match efd.read(&mut b) {
+        Ok(8) => Ok(u64::from_ne_bytes(b)),
+        Ok(n) => Err(format!("eventfd read returned {n} bytes")),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(0),
+        Err(e) => Err(format!("eventfd read: {e}")),
+    }
+}
+
+/// New behaviour: with IOCB_FLAG_RESFD, the eventfd of a cold read is not
+/// readable right after io_submit, becomes readable later (counter 1), and
+/// by then the event is in the ring.
+pub fn eventfd_nonblocking(ctx: &Ctx) -> TestResult {
+    const SEED: u64 = 0xEF00;
+    const N: usize = 5;
+    require_slow(ctx)?;
+    let files = cold_files(ctx, N, SEED, (0, 64 * KIB), true)?;
+    let efd_owned = sys::eventfd(0, libc::EFD_NONBLOCK).map_err(|e| format!("eventfd: {e}"))?;
+    let efd_raw = efd_owned.as_raw_fd();
+    let mut efd = File::from(efd_owned);
+    let mut ring = Ring::new(8)?;
+    let mut readable_at_once = 0;
+    for (i, f) in files.iter().enumerate() {
+        ring.submit_all(vec![Op::pread(f.as_raw_fd(), 0, 4 * KIB)
+            .with_data(i as u64)
+            .with_resfd(efd_raw)])?;
+        let now = sys::poll_readable(&efd, Duration::ZERO).map_err(|e| format!("poll: {e}"))?;
+        if now {
+            readable_at_once += 1;
+        }
+        let ready = sys::poll_readable(&efd, Duration::from_secs(30))
+            .map_err(|e| format!("poll eventfd: {e}"))?;
+        ensure!(
+            ready,
+            "eventfd not signalled within 30 s of a cold 4 KiB read"
+        );
+        let count = read_eventfd(&mut efd)?;
+        ensure!(count == 1, "eventfd counter is {count} for one request");
+        let c = ring
+            .getevents(0, 4, Some(Duration::ZERO))
+            .map_err(|e| format!("io_getevents: {e}"))?;
+        ensure!(
+            c.len() == 1,
+            "eventfd was signalled but io_getevents(timeout 0) found {} events, expected 1",
+            c.len()
+        );
+        check_full(&c[0], SEED + i as u64)?;
+    }
+    println!("eventfd readable right after io_submit of a cold read: {readable_at_once}/{N}");
+    ring.finish(REAP_TIMEOUT)?;
+    ensure!(
+        readable_at_once <= MAX_NOISY,
+        "the eventfd was already readable right after io_submit for {readable_at_once} of {N} cold reads"
+    );
+    Ok(())
+}
+
+/// Both kernels: a cached read is complete when io_submit returns (the
+/// fast path stays inline), and causes no device reads.
+pub fn warm_fast_path(ctx: &Ctx) -> TestResult {
+    const SEED: u64 = 0xFA57;
+    let f = create_pattern_file(&ctx.path("data"), SEED, 64 * KIB as u64)?;
+    let fd = f.as_raw_fd();
+    pread_full(&f, 0, 64 * KIB)?;
+    let dev = ctx.block_dev().ok();
+    let before = dev.as_ref().map(|d| d.sectors_read()).transpose()?;
+    let mut ring = Ring::new(8)?;
+    let cases: [(u64, usize); 6] = [
+        (0, 4096),
+        (4096, 4096),
+        (8192 + 13, 4096),
+        (1, 1),
+        (60 * 1024, 4096),
+        (4095, 4097),
+    ];
+    let mut times = Vec::new();
+    for round in 0..3 {
+        for (i, &(off, len)) in cases.iter().enumerate() {
+            ring.submit_all(vec![Op::pread(fd, off, len).with_data(i as u64)])?;
+            times.push(ring.last_submit);
+            let c = ring
+                .getevents(0, 2, Some(Duration::ZERO))
+                .map_err(|e| format!("io_getevents(timeout 0): {e}"))?;
+            ensure!(
+                c.len() == 1,
+                "round {round}: cached read at {off} len {len} was not complete when io_submit returned ({} events)",
+                c.len()
+            );
+            check_full(&c[0], SEED)?;
+        }
+    }
+    println!("io_submit of a cached read: {}", stats(&times));
+    if let (Some(d), Some(b)) = (dev, before) {
+        let a = d.sectors_read()?;
+        let msg = format!("cached reads caused {} sectors of device reads", a - b);
+        if a != b && ctx.guest {
+            return Err(msg.into());
+        } else if a != b {
+            println!("note (host mode, not failing): {msg}");
+        }
+    }
+    ring.finish(REAP_TIMEOUT)?;
+    Ok(())
+}
+
+/// Many iocbs on one uncached page (one io_submit), and an AIO read queued
+/// behind a synchronous reader of the same page: all complete, all correct.
+pub fn page_lock_contention(ctx: &Ctx) -> TestResult {
+    const SEED: u64 = 0x10C;
+    const PAGES: u64 = 64;
+    let f = create_pattern_file(&ctx.path("data"), SEED, PAGES * 4096)?;
+    let fd = f.as_raw_fd();
+    let mut ring = Ring::new(64)?;
+
+    for page in [3u64, 17, 40] {
+        ctx.step(&format!("32 iocbs on page {page}"));
+        ctx.make_cold(&f)?;
+        let base = page * 4096;
+        let ops = (0..32u64)
+            .map(|i| {
+                let (off, len) = match i % 4 {
+                    0 => (base, 4096),
+                    1 => (base + i * 61 % 4000, 1 + (i as usize * 37) % 96),
+                    2 => (base + 4095, 2),
+                    _ => (base + 100, 3000),
+                };
+                Op::pread(fd, off, len).with_data(i)
+            })
+            .collect();
+        ring.submit_all(ops)?;
+        for c in ring.reap(32, REAP_TIMEOUT)? {
+            check_full(&c, SEED)?;
+        }
+    }
+
+    ctx.step("AIO reader behind a synchronous reader of the same page");
+    ctx.make_cold(&f)?;
+    let shared = Arc::new(f.try_clone().map_err(|e| format!("dup: {e}"))?);
+    for (k, page) in [5u64, 21, 33, 50, 62].into_iter().enumerate() {
+        let barrier = Arc::new(Barrier::new(2));
+        let (b2, f2) = (Arc::clone(&barrier), Arc::clone(&shared));
+        let t = std::thread::spawn(move || {
+            b2.wait();
+            pread_full(&f2, page * 4096, 4096)
+        });
+        barrier.wait();
+        // Let the synchronous reader get to the page lock first.
+        std::thread::sleep(Duration::from_micros(100 * k as u64));
+        ring.submit_all(vec![
+            Op::pread(fd, page * 4096 + 7, 4000).with_data(k as u64)
+        ])?;
+        let c = ring.reap(1, REAP_TIMEOUT)?;
+        check_full(&c[0], SEED)?;
+        let sync = t
+            .join()
+            .map_err(|_| "synchronous reader thread panicked".to_string())??;
+        pattern::verify(&sync, SEED, page * 4096).map_err(|e| format!("sync pread: {e}"))?;
+    }
+    ring.finish(REAP_TIMEOUT)?;
+    Ok(())
+}
+
+/// The thread that called io_submit exits right after it; another thread
+/// reaps the completions: data is correct.
+pub fn submitter_exits(ctx: &Ctx) -> TestResult {
+    const SEED: u64 = 0x5E1F;
+    let f = create_pattern_file(&ctx.path("data"), SEED, 2 << 20)?;
+    let fd = f.as_raw_fd();
+    let mut ring = Ring::new(32)?;
+    for round in 0..3u64 {
+        ctx.step(&format!("round {round}"));
+        ctx.make_cold(&f)?;
+        let submitter = std::thread::spawn(move || {
+            let ops = (0..16u64)
+                .map(|i| Op::pread(fd, i * 128 * 1024 + round * 4096 + 1, 65_536).with_data(i))
+                .collect();
+            let r = ring.submit_all(ops);
+            (ring, r)
+        });
+        let (r, submitted) = submitter
+            .join()
+            .map_err(|_| "submitting thread panicked".to_string())?;
+        ring = r;
+        submitted?;
+        for c in ring.reap(16, REAP_TIMEOUT)? {
+            check_full(&c, SEED)?;
+        }
+    }
+    ring.finish(REAP_TIMEOUT)?;
+    Ok(())
+}
+
+/// SIGALRM every millisecond (handler without SA_RESTART) during io_submit
+/// and io_getevents: every request completes once with its full length; no
+/// -EINTR/-ERESTARTSYS in an event; EINTR from the syscalls is retried.
+pub fn signals(ctx: &Ctx) -> TestResult {
+    const SEED: u64 = 0x516;
+    const N: u64 = 32;
+    let f = create_pattern_file(&ctx.path("data"), SEED, 4 << 20)?;
+    let fd = f.as_raw_fd();
+    let mut ring = Ring::new(N as u32)?;
+    let start = sys::SIGALRM_COUNT.load(std::sync::atomic::Ordering::Relaxed);
+    sys::alarm_every(Duration::from_millis(1)).map_err(|e| format!("setitimer: {e}"))?;
+    let result = (|| -> TestResult {
+        let (mut submit_eintr, mut partial) = (0, 0);
+        for round in 0..5u64 {
+            ctx.step(&format!("round {round}"));
+            ctx.make_cold(&f)?;
+            let mut ops: Vec<Op> = (0..N)
+                .map(|i| Op::pread(fd, i * 128 * 1024 + round * 333, 32 * KIB + 5).with_data(i))
+                .collect();
+            let deadline = Instant::now() + REAP_TIMEOUT;
+            while !ops.is_empty() {
+                ensure!(Instant::now() < deadline, "could not submit all reads");
+                let s = ring.submit(ops);
+                match s.error {
+                    Some(e) if e.raw_os_error() == Some(libc::EINTR) => submit_eintr += 1,
+                    Some(e) => return Err(format!("io_submit: {e}").into()),
+                    None if !s.rejected.is_empty() => partial += 1,
+                    None => {}
+                }
+                ops = s.rejected;
+            }
+            for c in ring.reap(N as usize, REAP_TIMEOUT)? {
+                ensure!(
+                    c.event.res != -(libc::EINTR as i64),
+                    "event for offset {} has res -EINTR",
+                    c.op()?.offset()
+                );
+                check_full(&c, SEED)?;
+            }
+        }
+        println!("io_submit EINTR (none accepted): {submit_eintr}, partial submits: {partial}");
+        Ok(())
+    })();
+    sys::alarm_every(Duration::ZERO).map_err(|e| format!("disarm setitimer: {e}"))?;
+    let got = sys::SIGALRM_COUNT.load(std::sync::atomic::Ordering::Relaxed) - start;
+    println!("SIGALRMs delivered: {got}");
+    result?;
+    ensure!(
+        got >= 5,
+        "only {got} SIGALRMs arrived: the test did not exercise signals"
+    );
+    ring.finish(REAP_TIMEOUT)?;
+    Ok(())
+}
+
+/// close(fd) right after io_submit: the reads still complete, correctly.
+pub fn close_before_completion(ctx: &Ctx) -> TestResult {
+    const SEED: u64 = 0xC105;
+    let path = ctx.path("data");
+    let f = create_pattern_file(&path, SEED, 2 << 20)?;
+    let mut ring = Ring::new(32)?;
+    for round in 0..3u64 {
+        ctx.make_cold(&f)?;
+        let g = File::open(&path).map_err(|e| format!("open: {e}"))?;
+        let ops = (0..16u64)
+            .map(|i| Op::pread(g.as_raw_fd(), i * 128 * 1024 + round * 512, 65_536).with_data(i))
+            .collect();
+        ring.submit_all(ops)?;
+        drop(g);
+        for c in ring.reap(16, REAP_TIMEOUT)? {
+            check_full(&c, SEED)?;
+        }
+    }
+    ring.finish(REAP_TIMEOUT)?;
+    Ok(())
+}
+
+/// io_destroy with cold reads in flight returns only once they are done:
+/// no buffer changes after it returned; every buffer holds a correct
+/// prefix (the full read, or a prefix if the kernel cancelled it) followed
+/// by untouched poison.
+pub fn destroy_inflight(ctx: &Ctx) -> TestResult {
+    const SEED: u64 = 0xDE57;
+    const N: u64 = 32;
+    const LEN: usize = 64 * KIB;
+    let f = create_pattern_file(&ctx.path("data"), SEED, N * 128 * 1024)?;
+    let fd = f.as_raw_fd();
+    for round in 0..2u64 {
+        ctx.step(&format!("round {round}"));
+        ctx.make_cold(&f)?;
+        let mut ring = Ring::new(N as u32)?;
+        let ops = (0..N)
+            .map(|i| Op::pread(fd, i * 128 * 1024 + round * 4096, LEN).with_data(i))
+            .collect();
+        ring.submit_all(ops)?;
+        let (took, ops) = ring.destroy_now()?;
+        let snapshot: Vec<Vec<u8>> = ops.iter().map(|o| o.buf().to_vec()).collect();
+        std::thread::sleep(Duration::from_millis(100));
+        let mut full = 0;
+        let mut bad = None;
+        for (op, snap) in ops.iter().zip(&snapshot) {
+            if op.buf() != snap.as_slice() {
+                bad = Some(format!(
+                    "buffer of the read at {} changed after io_destroy returned",
+                    op.offset()
+                ));
+                break;
+            }
+            let buf = op.buf();
+            // The longest prefix equal to the pattern; poison after it.
+            let want = pattern::make(SEED, op.offset(), buf.len());
+            let good = buf
+                .iter()
+                .zip(&want)
+                .position(|(a, b)| a != b)
+                .unwrap_or(buf.len());
+            if let Some(i) = buf[good..].iter().position(|&b| b != READ_POISON) {
+                bad = Some(format!(
+                    "read at {}: bytes 0..{good} correct, but byte {} is neither data nor poison",
+                    op.offset(),
+                    good + i
+                ));
+                break;
+            }
+            if good == buf.len() {
+                full += 1;
+            }
+        }
+        println!(
+            "round {round}: io_destroy with {N} cold 64 KiB reads took {}; {full}/{N} buffers full",
+            us(took)
+        );
+        // Never free memory the kernel might (wrongly) still write to.
+        std::mem::forget(ops);
+        if let Some(b) = bad {
+            return Err(b.into());
+        }
+        ring.check_after_destroy()?;
+        ring.finish(REAP_TIMEOUT)?;
+    }
+    Ok(())
+}
