@@ -63,6 +63,8 @@ enum Cmd {
     Bisect(cmd::bisect::Cmd),
     /// For every prefix of the series: applies, builds, checkpatch --strict, (--boot) boots.
     CheckSeries(cmd::check_series::Args),
+    /// actionlint and zizmor over .github/workflows (tools installed on first use).
+    LintWorkflows,
 }
 
 fn fetch_only(config: std::path::PathBuf) -> anyhow::Result<i32> {
@@ -106,6 +108,7 @@ fn main() {
         Cmd::BenchToolkit(a) => cmd::bench_toolkit::main(a),
         Cmd::Bisect(c) => cmd::bisect::main(c),
         Cmd::CheckSeries(a) => cmd::check_series::main(a),
+        Cmd::LintWorkflows => cmd::lint_workflows::main(),
     };
     match r {
         Ok(code) => std::process::exit(code),

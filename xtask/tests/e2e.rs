@@ -177,3 +177,14 @@ fn bad_config_is_a_usage_error_naming_file_and_line() {
     let (code, _, _) = xtask(&["run", "--no-such-flag"]);
     assert_eq!(code, 129);
 }
+
+#[test]
+fn workflows_pass_actionlint_and_zizmor() {
+    let (code, text, _) = xtask(&["lint-workflows"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("actionlint: 3 file(s), 0 finding(s)"),
+        "{text}"
+    );
+    assert!(text.contains("No findings to report"), "{text}");
+}

@@ -18,6 +18,9 @@ pub struct Args {
     /// Also boot each prefix and run a quick subset of the guest suite.
     #[arg(long)]
     pub boot: bool,
+    /// Only apply and checkpatch each prefix (no build, no boot).
+    #[arg(long, conflicts_with = "boot")]
+    pub no_build: bool,
     /// The subset run with --boot.
     #[arg(long = "test", default_value = "basic/*")]
     pub tests: Vec<String>,
@@ -100,27 +103,31 @@ pub fn main(a: Args) -> Result<i32> {
                         eprintln!("checkpatch {}:\n{text}", p.name);
                         worst = Outcome::worst(worst, Outcome::TestFailed);
                     }
-                    match pipeline::build_tree(
-                        &ctx,
-                        tree,
-                        variant,
-                        &fragments,
-                        &a.common.flavor,
-                        &dir,
-                    ) {
-                        Ok(kb) => {
-                            build = if kb.built.rebuilt {
-                                format!("ok {:.0}s", kb.built.seconds)
-                            } else {
-                                "ok (cached)".into()
-                            };
-                            Some(kb)
-                        }
-                        Err(e) => {
-                            build = "FAIL".into();
-                            eprintln!("{e:#}");
-                            worst = Outcome::worst(worst, outcome_of(&e));
-                            None
+                    if a.no_build {
+                        None
+                    } else {
+                        match pipeline::build_tree(
+                            &ctx,
+                            tree,
+                            variant,
+                            &fragments,
+                            &a.common.flavor,
+                            &dir,
+                        ) {
+                            Ok(kb) => {
+                                build = if kb.built.rebuilt {
+                                    format!("ok {:.0}s", kb.built.seconds)
+                                } else {
+                                    "ok (cached)".into()
+                                };
+                                Some(kb)
+                            }
+                            Err(e) => {
+                                build = "FAIL".into();
+                                eprintln!("{e:#}");
+                                worst = Outcome::worst(worst, outcome_of(&e));
+                                None
+                            }
                         }
                     }
                 }

@@ -6,6 +6,7 @@ pub mod bisect;
 pub mod build;
 pub mod check_series;
 pub mod exec;
+pub mod lint_workflows;
 pub mod run;
 
 use crate::cache::Cache;
