@@ -100,7 +100,8 @@ fn git_bisect_finds_the_regression_and_reports_the_skip() {
         .unwrap();
     assert!(st.success());
     git(&repo, &["init", "-q"]);
-    git(&repo, &["add", "-A"]);
+    // -f: the Debian tarball's .gitignore ignores everything at the top (`/*`).
+    git(&repo, &["add", "-A", "-f"]);
     git(&repo, &["commit", "-qm", "A: linux 6.12"]);
     let good = git(&repo, &["rev-parse", "HEAD"]);
     let aio = repo.join("fs/aio.c");
