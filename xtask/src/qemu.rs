@@ -83,7 +83,7 @@ pub fn cmdline(mode: &str, extra: &[String]) -> String {
         "init=/init",
         "panic=-1",
         "oops=panic",
-        "loglevel=6",
+        "loglevel=7",
         // The slow device: two RAM-backed null_blk disks, 1 ms per IO.
         "null_blk.nr_devices=2",
         "null_blk.memory_backed=1",

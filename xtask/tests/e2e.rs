@@ -87,9 +87,39 @@ fn suite_passes_on_ext2_and_ext3_both_kernels() {
         assert!(tests.iter().all(|t| t["status"] != "fail"), "{k}");
         assert!(k["boot_to_ready_ms"].as_u64().is_some());
     }
+    // The A/B split: new-behaviour tests fail on the unpatched kernel (xfail)
+    // and pass on the patched one; a suite that cannot tell them apart fails.
+    let verdict = |variant: &str, name: &str| -> String {
+        kernels
+            .iter()
+            .find(|k| k["variants"].as_array().unwrap().len() == 1 && k["variants"][0] == variant)
+            .and_then(|k| k["tests"].as_array().unwrap().iter().find(|t| t["name"] == name))
+            .map(|t| t["verdict"].as_str().unwrap().to_string())
+            .unwrap_or_default()
+    };
+    for name in ["read/nonblocking_submit@ext2", "read/nonblocking_submit@ext3", "read/batch_nonblocking@ext2"] {
+        assert_eq!(verdict("unpatched", name), "xfail", "{name} on unpatched");
+        assert_eq!(verdict("patched", name), "pass", "{name} on patched");
+    }
     let manifest = std::fs::read_to_string(dir.join("manifest.yaml")).unwrap();
     assert!(manifest.contains("qemu_command: "), "{manifest}");
     assert!(manifest.contains("tarball_sha256: "));
+}
+
+#[test]
+fn debug_flavor_patched_kernel_runs_the_suite_without_splats() {
+    // lockdep, KASAN, kmemleak, DEBUG_ATOMIC_SLEEP, PROVE_RCU, UBSAN.
+    let (code, text, _) = xtask(&["run", "--kernel", "patched", "--flavor", "debug"]);
+    assert_eq!(code, 0, "debug flavor run failed");
+    let r = results(&artifacts(&text));
+    let k = &r["kernels"][0];
+    assert_eq!(k["flavor"], "debug");
+    assert_eq!(k["splats"].as_array().unwrap().len(), 0, "{k}");
+    let console = std::fs::read_to_string(PathBuf::from(k["dir"].as_str().unwrap()).join("console.log")).unwrap();
+    assert!(
+        console.contains("KernelAddressSanitizer initialized"),
+        "KASAN is really enabled"
+    );
 }
 
 #[test]
