@@ -438,28 +438,12 @@ pub fn figetbsz(fd: &impl AsRawFd) -> io::Result<u32> {
     Ok(b as u32)
 }
 
-/// `mount(2)` with a data string (e.g. fs options).
-pub fn mount_data(
-    source: &str,
-    target: &Path,
-    fstype: &str,
-    flags: libc::c_ulong,
-    data: &str,
-) -> io::Result<()> {
-    let src = cstr(source)?;
-    let tgt = path_cstr(target)?;
-    let fst = cstr(fstype)?;
-    let dat = cstr(data)?;
-    // SAFETY: all pointers are valid NUL-terminated strings that outlive
-    // the call.
-    check(unsafe {
-        libc::mount(
-            src.as_ptr(),
-            tgt.as_ptr(),
-            fst.as_ptr(),
-            flags,
-            dat.as_ptr() as *const libc::c_void,
-        )
-    })
-    .map(|_| ())
+/// `ioctl(fd, EXT4_IOC_CHECKPOINT, &0)`: flush the jbd2 journal and
+/// checkpoint it, so journalled metadata buffers are written home and
+/// become droppable (ext3/ext4 only; ext2 gives ENOTTY).
+pub fn ext4_checkpoint(fd: &impl AsRawFd) -> io::Result<()> {
+    const EXT4_IOC_CHECKPOINT: libc::c_ulong = 0x4004_662b; // _IOW('f', 43, __u32)
+    let flags: u32 = 0;
+    // SAFETY: the ioctl reads one u32 through the pointer.
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), EXT4_IOC_CHECKPOINT, &flags) }).map(|_| ())
 }

@@ -10,6 +10,7 @@ use crate::pattern;
 use crate::sys;
 
 mod basic;
+mod eio;
 mod errors;
 mod inflight;
 mod read;
@@ -124,6 +125,12 @@ pub const TESTS: &[TestDef] = &[
     )
     .on(Device::Slow)
     .new_behaviour(),
+    fs_test(
+        "read/nonblocking_submit_atime",
+        inflight::nonblocking_submit_atime,
+    )
+    .on(Device::Slow)
+    .new_behaviour(),
     fs_test("read/batch_nonblocking", inflight::batch_nonblocking)
         .on(Device::Slow)
         .new_behaviour(),
@@ -140,7 +147,7 @@ pub const TESTS: &[TestDef] = &[
     .on(Device::PreferSlow),
     fs_test("read/destroy_inflight", inflight::destroy_inflight).on(Device::PreferSlow),
     fs_test("read/nowait", read::nowait).on(Device::PreferSlow),
-    fs_test("read/eio", read::eio).on(Device::Slow),
+    fs_test("read/eio", eio::eio).on(Device::Slow),
     fs_test("write/roundtrip_aligned", write::roundtrip_aligned),
     fs_test("write/roundtrip_unaligned", write::roundtrip_unaligned),
     fs_test("teardown/exit_inflight", teardown::exit_inflight).on(Device::PreferSlow),
@@ -239,11 +246,7 @@ impl Ctx {
             }
             _ => {}
         }
-        if self.guest && self.root {
-            sys::sync();
-            std::fs::write("/proc/sys/vm/drop_caches", "3\n")
-                .map_err(|e| format!("write /proc/sys/vm/drop_caches: {e}"))?;
-        }
+        self.drop_caches()?;
         Ok(())
     }
 }
@@ -256,6 +259,19 @@ impl Ctx {
             return Ok(false);
         }
         sys::sync();
+        // On ext3 (jbd2) metadata buffers stay pinned by the journal until
+        // checkpointed; checkpoint so that drop_caches makes them cold too.
+        if let Ok(d) = File::open(&self.dir) {
+            match sys::ext4_checkpoint(&d) {
+                Ok(()) => {}
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::ENOTTY) | Some(libc::ENODEV) | Some(libc::EINVAL)
+                    ) => {}
+                Err(e) => return Err(format!("EXT4_IOC_CHECKPOINT: {e}")),
+            }
+        }
         std::fs::write("/proc/sys/vm/drop_caches", "3\n")
             .map_err(|e| format!("write /proc/sys/vm/drop_caches: {e}"))?;
         Ok(true)
@@ -285,6 +301,20 @@ impl Ctx {
                 "posix_fadvise(DONTNEED, {off}, {len}): {e}"
             ))),
         }
+    }
+
+    /// Unmounts and mounts again the filesystem holding the test directory
+    /// (guest only): afterwards *all* its metadata is cold, including what
+    /// jbd2 might still pin after a sync. Nothing may be open on it.
+    pub fn remount(&self) -> TestResult {
+        self.require_drop_caches()?;
+        let mnt = self.dir.parent().ok_or("scratch directory has no parent")?;
+        let (src, fstype) = teardown::mount_of(mnt)?;
+        sys::sync();
+        sys::umount(mnt).map_err(|e| format!("umount {}: {e}", mnt.display()))?;
+        sys::mount(&src, mnt, &fstype, 0)
+            .map_err(|e| format!("mount {src} on {} ({fstype}): {e}", mnt.display()))?;
+        Ok(())
     }
 
     /// The block device holding the test directory.

@@ -480,8 +480,3 @@ pub fn nowait(ctx: &Ctx) -> TestResult {
     ring.finish(REAP_TIMEOUT)?;
     Ok(())
 }
-
-/// EIO from the device on a cold read.
-pub fn eio(_ctx: &Ctx) -> TestResult {
-    Err(Stop::Skip("EIO injection is not implemented yet".into()))
-}

@@ -140,7 +140,7 @@ pub fn sigkill_inflight(ctx: &Ctx) -> TestResult {
 }
 
 /// (source, fstype) of the mount at `dir`, from /proc/self/mounts.
-fn mount_of(dir: &Path) -> Result<(String, String), String> {
+pub(super) fn mount_of(dir: &Path) -> Result<(String, String), String> {
     let m = std::fs::read_to_string("/proc/self/mounts")
         .map_err(|e| format!("read /proc/self/mounts: {e}"))?;
     let d = dir.to_string_lossy();
