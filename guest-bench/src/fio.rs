@@ -1,0 +1,159 @@
+//! fio cross-check: the Debian fio binary, its shared libraries and the
+//! dynamic loader are copied flat into one directory (the exec payload) and
+//! fio is started through the loader with `--library-path`.
+
+use crate::engines::Snap;
+use crate::Target;
+use serde::Serialize;
+use serde_json::Value;
+use std::path::Path;
+use std::process::Command;
+
+#[derive(Debug, Serialize, Default)]
+pub struct FioPoint {
+    pub kind: &'static str,
+    pub fs: String,
+    pub iodepth: usize,
+    pub ios: u64,
+    pub iops: f64,
+    pub slat_mean_us: f64,
+    pub slat_max_us: f64,
+    pub clat_p50_us: f64,
+    pub clat_p99_us: f64,
+    /// fio's own `ctx` (context switches of the job).
+    pub ctx: u64,
+    pub ctx_per_io: f64,
+    pub cpu_us_per_io: f64,
+    pub sys_ctx_per_io: f64,
+    pub dev_reads_per_io: f64,
+    pub error: Option<String>,
+    pub command: String,
+}
+
+/// Pull our figures out of `fio --output-format=json` (first job, read side).
+pub fn parse(text: &str) -> Result<FioPoint, String> {
+    let start = text.find('{').ok_or("no JSON in fio output")?;
+    let v: Value = serde_json::from_str(&text[start..]).map_err(|e| format!("fio JSON: {e}"))?;
+    let job = v["jobs"].get(0).ok_or("fio JSON has no jobs")?;
+    let rd = &job["read"];
+    let f = |v: &Value| v.as_f64().unwrap_or(0.0);
+    let ios = rd["total_ios"].as_u64().unwrap_or(0);
+    let pct = |p: &str| f(&rd["clat_ns"]["percentile"][p]) / 1000.0;
+    let ctx = job["ctx"].as_u64().unwrap_or(0);
+    let runtime_ms = f(&job["job_runtime"]).max(f(&rd["runtime"]));
+    let cpu_pct = f(&job["usr_cpu"]) + f(&job["sys_cpu"]);
+    Ok(FioPoint {
+        kind: "fio",
+        ios,
+        iops: f(&rd["iops"]),
+        slat_mean_us: f(&rd["slat_ns"]["mean"]) / 1000.0,
+        slat_max_us: f(&rd["slat_ns"]["max"]) / 1000.0,
+        clat_p50_us: pct("50.000000"),
+        clat_p99_us: pct("99.000000"),
+        ctx,
+        ctx_per_io: if ios > 0 {
+            ctx as f64 / ios as f64
+        } else {
+            0.0
+        },
+        cpu_us_per_io: if ios > 0 {
+            cpu_pct / 100.0 * runtime_ms * 1000.0 / ios as f64
+        } else {
+            0.0
+        },
+        ..FioPoint::default()
+    })
+}
+
+pub fn run(dir: &Path, t: &Target, reads: usize, qd: usize, seed: u64) -> FioPoint {
+    let loader = std::fs::read_dir(dir).ok().and_then(|rd| {
+        rd.flatten().map(|e| e.path()).find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("ld-linux"))
+        })
+    });
+    let args: Vec<String> = vec![
+        "--name=bufaio".into(),
+        format!("--filename={}", t.file.display()),
+        "--ioengine=libaio".into(),
+        "--direct=0".into(),
+        "--rw=randread".into(),
+        "--bs=4k".into(),
+        format!("--iodepth={qd}"),
+        format!("--size={}", t.size),
+        format!("--number_ios={reads}"),
+        format!("--randseed={seed}"),
+        "--invalidate=1".into(),
+        "--thread".into(),
+        "--output-format=json".into(),
+    ];
+    let fio = dir.join("fio");
+    let mut cmd = match &loader {
+        Some(l) => {
+            let mut c = Command::new(l);
+            c.arg("--library-path").arg(dir).arg(&fio);
+            c
+        }
+        None => Command::new(&fio),
+    };
+    cmd.args(&args);
+    let shown = format!("{cmd:?}");
+    let a = Snap::take(&t.dev);
+    let res = cmd.output();
+    let b = Snap::take(&t.dev);
+    let mut p = match res {
+        Err(e) => FioPoint {
+            error: Some(format!("cannot run fio: {e}")),
+            ..FioPoint::default()
+        },
+        Ok(o) => {
+            let text = String::from_utf8_lossy(&o.stdout);
+            match parse(&text) {
+                Ok(p) if o.status.success() => p,
+                Ok(p) => FioPoint {
+                    error: Some(format!("fio exited with {}", o.status)),
+                    ..p
+                },
+                Err(e) => FioPoint {
+                    error: Some(format!(
+                        "{e}; fio exited with {}: {}",
+                        o.status,
+                        String::from_utf8_lossy(&o.stderr).trim()
+                    )),
+                    ..FioPoint::default()
+                },
+            }
+        }
+    };
+    p.kind = "fio";
+    p.fs = t.label.clone();
+    p.iodepth = qd;
+    p.command = shown;
+    if p.ios > 0 {
+        p.sys_ctx_per_io = b.ctxt.saturating_sub(a.ctxt) as f64 / p.ios as f64;
+        p.dev_reads_per_io = b.dev.reads.saturating_sub(a.dev.reads) as f64 / p.ios as f64;
+    }
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_fio_json() {
+        let text = r#"note: both iodepth >= 1 and synchronous I/O engine are selected
+{"fio version":"fio-3.33","jobs":[{"jobname":"bufaio","job_runtime":3000,"usr_cpu":1.0,"sys_cpu":9.0,"ctx":4100,
+"read":{"total_ios":2000,"iops":666.5,"runtime":3000,"slat_ns":{"min":1000,"max":2500000,"mean":1450000.0},
+"clat_ns":{"percentile":{"50.000000":20000,"99.000000":45000}}}}]}"#;
+        let p = parse(text).unwrap();
+        assert_eq!(p.ios, 2000);
+        assert_eq!(p.iops, 666.5);
+        assert_eq!(p.slat_mean_us, 1450.0);
+        assert_eq!(p.slat_max_us, 2500.0);
+        assert_eq!(p.clat_p99_us, 45.0);
+        assert_eq!(p.ctx_per_io, 2.05);
+        assert!((p.cpu_us_per_io - 150.0).abs() < 1e-9);
+        assert!(parse("fio: error").is_err());
+    }
+}

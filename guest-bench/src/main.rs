@@ -1,0 +1,456 @@
+//! bufaio guest benchmark. Runs inside the test VM (via `cargo xtask exec`
+//! or `cargo xtask bench`), or on any Linux machine with `--dir`.
+//! Prints one JSON object per line on stdout (see README.md); progress goes
+//! to stderr.
+
+mod engines;
+mod fio;
+mod point;
+mod prng;
+mod stats;
+mod sys;
+
+use engines::Engine;
+use serde_json::json;
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+const USAGE: &str =
+    "usage: guest-bench [--fs ext2,ext3 | --dir DIR [--dev NAME]] [--full] [--qd 1,8,32]
+  [--engines sync,pool,aio,uring] [--workloads rand4k,seq1m,warm4k] [--reads N]
+  [--warm-reads N] [--file-mib M] [--seed S] [--seq-qd N] [--fio-dir DIR] [--fio-only] [--no-drop]";
+
+#[derive(Debug, Clone)]
+pub struct Opts {
+    fs: Vec<String>,
+    dir: Option<PathBuf>,
+    dev: String,
+    qds: Vec<usize>,
+    engines: Vec<Engine>,
+    workloads: Vec<String>,
+    reads: usize,
+    warm_reads: usize,
+    file_mib: u64,
+    seed: u64,
+    seq_qd: usize,
+    fio_dir: Option<PathBuf>,
+    fio_only: bool,
+    drop: bool,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Opts {
+            fs: vec!["ext2".into(), "ext3".into()],
+            dir: None,
+            dev: String::new(),
+            qds: vec![1, 8, 32],
+            engines: Engine::ALL.to_vec(),
+            workloads: vec!["rand4k".into(), "seq1m".into(), "warm4k".into()],
+            reads: 2000,
+            warm_reads: 20000,
+            file_mib: 128,
+            seed: 0x6275_6661_696f,
+            seq_qd: 1,
+            fio_dir: None,
+            fio_only: false,
+            drop: true,
+        }
+    }
+}
+
+fn list<T>(v: &str, f: impl Fn(&str) -> Option<T>) -> Result<Vec<T>, String> {
+    v.split(',')
+        .filter(|s| !s.is_empty())
+        .map(|s| f(s).ok_or_else(|| format!("bad list item {s:?}")))
+        .collect()
+}
+
+pub fn parse_args(args: &[String]) -> Result<Opts, String> {
+    let mut o = Opts::default();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut val = || it.next().cloned().ok_or(format!("{a} needs a value"));
+        let num = |s: String| {
+            s.parse::<u64>()
+                .map_err(|_| format!("{a}: not a number: {s}"))
+        };
+        match a.as_str() {
+            "--fs" => o.fs = list(&val()?, |s| Some(s.to_string()))?,
+            "--dir" => o.dir = Some(PathBuf::from(val()?)),
+            "--dev" => o.dev = val()?,
+            "--full" => o.qds = vec![1, 2, 4, 8, 16, 32, 64],
+            "--qd" => o.qds = list(&val()?, |s| s.parse().ok().filter(|&q: &usize| q > 0))?,
+            "--engines" => o.engines = list(&val()?, Engine::parse)?,
+            "--workloads" => {
+                o.workloads = list(&val()?, |s| {
+                    ["rand4k", "seq1m", "warm4k"]
+                        .contains(&s)
+                        .then(|| s.to_string())
+                })?
+            }
+            "--reads" => o.reads = num(val()?)? as usize,
+            "--warm-reads" => o.warm_reads = num(val()?)? as usize,
+            "--file-mib" => o.file_mib = num(val()?)?.max(1),
+            "--seed" => o.seed = num(val()?)?,
+            "--seq-qd" => o.seq_qd = num(val()?)?.max(1) as usize,
+            "--fio-dir" => o.fio_dir = Some(PathBuf::from(val()?)),
+            "--fio-only" => o.fio_only = true,
+            "--no-drop" => o.drop = false,
+            "--help" | "-h" => return Err(USAGE.into()),
+            _ => return Err(format!("unknown argument {a}\n{USAGE}")),
+        }
+    }
+    Ok(o)
+}
+
+/// A filesystem with the benchmark file on it.
+struct Target {
+    label: String,
+    dir: PathBuf,
+    /// Block device whose /sys/block/DEV/stat counts the reads ("" = none).
+    dev: String,
+    file: PathBuf,
+    size: u64,
+}
+
+/// Where each label's fresh image comes from and where its slow copy goes
+/// (guest-tests/README.md section 4; null_blk on the kernel command line).
+fn slow_layout(label: &str) -> Option<(&'static str, &'static str, &'static str)> {
+    match label {
+        "ext2" => Some(("/dev/vdb", "nullb0", "ext2")),
+        "ext3" => Some(("/dev/vdc", "nullb1", "ext3")),
+        _ => None,
+    }
+}
+
+fn out(v: &impl serde::Serialize) {
+    let mut so = std::io::stdout().lock();
+    let _ = writeln!(so, "{}", serde_json::to_string(v).unwrap_or_default());
+    let _ = so.flush();
+}
+
+fn log(s: &str) {
+    eprintln!("guest-bench: {s}");
+}
+
+fn sectors(dev: &str) -> Result<u64, String> {
+    let p = format!("/sys/block/{dev}/size");
+    std::fs::read_to_string(&p)
+        .map_err(|e| format!("{p}: {e}"))?
+        .trim()
+        .parse::<u64>()
+        .map_err(|e| format!("{p}: {e}"))
+}
+
+/// Raw copy of a freshly made, idle test disk onto the null_blk device
+/// (all-zero chunks skipped: the memory-backed device reads as zeros).
+fn copy_disk(src: &str, dst_dev: &str) -> Result<u64, String> {
+    use std::os::unix::fs::FileExt;
+    let size = sectors(src.trim_start_matches("/dev/"))? * 512;
+    let room = sectors(dst_dev)? * 512;
+    if room < size {
+        return Err(format!(
+            "/dev/{dst_dev} ({room} B) is smaller than {src} ({size} B)"
+        ));
+    }
+    let s = File::open(src).map_err(|e| format!("open {src}: {e}"))?;
+    let d = std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/dev/{dst_dev}"))
+        .map_err(|e| format!("open /dev/{dst_dev}: {e}"))?;
+    let mut buf = vec![0u8; 4 << 20];
+    let mut off = 0u64;
+    let mut written = 0u64;
+    while off < size {
+        let n = (size - off).min(buf.len() as u64) as usize;
+        s.read_exact_at(&mut buf[..n], off)
+            .map_err(|e| format!("read {src} at {off}: {e}"))?;
+        if buf[..n].iter().any(|&b| b != 0) {
+            d.write_all_at(&buf[..n], off)
+                .map_err(|e| format!("write /dev/{dst_dev} at {off}: {e}"))?;
+            written += n as u64;
+        }
+        off += n as u64;
+    }
+    d.sync_all()
+        .map_err(|e| format!("fsync /dev/{dst_dev}: {e}"))?;
+    Ok(written)
+}
+
+fn make_file(path: &Path, mib: u64, seed: u64) -> Result<(), String> {
+    let mut f = File::create(path).map_err(|e| format!("create {}: {e}", path.display()))?;
+    let mut r = prng::SplitMix64::new(seed ^ 0xf11e);
+    let mut buf = vec![0u8; 1 << 20];
+    for _ in 0..mib {
+        for c in buf.chunks_mut(8) {
+            c.copy_from_slice(&r.next_u64().to_le_bytes());
+        }
+        f.write_all(&buf)
+            .map_err(|e| format!("write {}: {e}", path.display()))?;
+    }
+    f.sync_all()
+        .map_err(|e| format!("fsync {}: {e}", path.display()))
+}
+
+fn setup(o: &Opts) -> Result<Vec<Target>, String> {
+    let size = o.file_mib << 20;
+    if let Some(d) = &o.dir {
+        std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+        let file = d.join("bench.dat");
+        if std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0) != size {
+            make_file(&file, o.file_mib, o.seed)?;
+        }
+        return Ok(vec![Target {
+            label: "dir".into(),
+            dir: d.clone(),
+            dev: o.dev.clone(),
+            file,
+            size,
+        }]);
+    }
+    let mut v = Vec::new();
+    for label in &o.fs {
+        let (src, dev, fstype) =
+            slow_layout(label).ok_or_else(|| format!("unknown filesystem {label}"))?;
+        let t0 = Instant::now();
+        // Whatever PID 1 wrote when mounting the test disk reaches it first.
+        // SAFETY: no arguments.
+        unsafe { libc::sync() };
+        let copied = copy_disk(src, dev)?;
+        let dir = PathBuf::from(format!("/mnt/bench-{label}"));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        sys::mount(&format!("/dev/{dev}"), &dir, fstype)
+            .map_err(|e| format!("mount /dev/{dev} on {} ({fstype}): {e}", dir.display()))?;
+        let file = dir.join("bench.dat");
+        make_file(&file, o.file_mib, o.seed)?;
+        let bsz = sys::block_size(&dir);
+        log(&format!(
+            "{label}: {src} copied to /dev/{dev} ({} MiB non-zero), mounted on {}, {} MiB file, block size {bsz}, {} ms",
+            copied >> 20,
+            dir.display(),
+            o.file_mib,
+            t0.elapsed().as_millis()
+        ));
+        out(
+            &json!({"kind": "fs", "fs": label, "dev": dev, "fstype": fstype, "source": src,
+            "block_size": bsz, "file_mib": o.file_mib, "setup_ms": t0.elapsed().as_millis() as u64}),
+        );
+        v.push(Target {
+            label: label.clone(),
+            dir,
+            dev: dev.into(),
+            file,
+            size,
+        });
+    }
+    Ok(v)
+}
+
+fn cold(o: &Opts) {
+    if o.drop {
+        if let Err(e) = sys::drop_caches() {
+            log(&format!("drop_caches: {e}"));
+        }
+    }
+}
+
+/// One engine × QD point: open, run, close, print.
+fn point(t: &Target, workload: &str, e: Engine, qd: usize, bs: usize, offs: &[u64]) -> u64 {
+    let f = match File::open(&t.file) {
+        Ok(f) => f,
+        Err(err) => {
+            log(&format!("open {}: {err}", t.file.display()));
+            return 1;
+        }
+    };
+    let raw = match engines::run(e, f.as_raw_fd(), offs, bs, qd, &t.dev) {
+        Ok(r) => r,
+        Err(err) => {
+            out(
+                &json!({"kind": "error", "fs": t.label, "workload": workload,
+                "engine": e.name(), "qd": qd, "error": err.to_string()}),
+            );
+            return 1;
+        }
+    };
+    let p = point::build(
+        &point::Meta {
+            fs: &t.label,
+            workload,
+            engine: e.name(),
+            qd,
+            bs,
+        },
+        raw,
+    );
+    log(&format!(
+        "{} {workload} {} qd{qd}: {:.0} IOPS, submit p99 {} us, {:.2} ctx/IO, {:.2} sys ctx/IO, {:.2} dev reads/IO",
+        t.label,
+        e.name(),
+        p.iops,
+        p.submit.map(|s| format!("{:.0}", s.p99_us)).unwrap_or("-".into()),
+        p.ctx_per_io,
+        p.sys_ctx_per_io,
+        p.dev_reads_per_io
+    ));
+    let errs = p.errors;
+    out(&p);
+    errs
+}
+
+/// (engine, qd) pairs of a sweep: sync only at QD 1.
+fn plan(engines: &[Engine], qds: &[usize]) -> Vec<(Engine, usize)> {
+    let mut v = Vec::new();
+    for &e in engines {
+        if e == Engine::Sync {
+            v.push((e, 1));
+            continue;
+        }
+        for &q in qds {
+            v.push((e, q));
+        }
+    }
+    v
+}
+
+fn run(o: &Opts) -> Result<u64, String> {
+    let mut uts: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: uname fills the struct we own.
+    unsafe { libc::uname(&mut uts) };
+    let release = unsafe { std::ffi::CStr::from_ptr(uts.release.as_ptr()) }
+        .to_string_lossy()
+        .into_owned();
+    let lat_ns = std::fs::read_to_string("/sys/module/null_blk/parameters/completion_nsec")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok());
+    out(
+        &json!({"kind": "env", "kernel": release, "device_latency_ns": lat_ns,
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "reads": o.reads, "warm_reads": o.warm_reads, "file_mib": o.file_mib, "seed": o.seed,
+        "qds": o.qds, "engines": o.engines.iter().map(|e| e.name()).collect::<Vec<_>>(),
+        "workloads": o.workloads}),
+    );
+    let targets = setup(o)?;
+    let mut errors = 0;
+    for t in &targets {
+        let pages = t.size / 4096;
+        if !o.fio_only {
+            for w in &o.workloads {
+                match w.as_str() {
+                    "rand4k" => {
+                        let offs: Vec<u64> = prng::distinct_blocks(o.seed, pages, o.reads)
+                            .into_iter()
+                            .map(|b| b * 4096)
+                            .collect();
+                        for (e, qd) in plan(&o.engines, &o.qds) {
+                            cold(o);
+                            errors += point(t, w, e, qd, 4096, &offs);
+                        }
+                    }
+                    "seq1m" => {
+                        let offs: Vec<u64> = (0..t.size >> 20).map(|i| i << 20).collect();
+                        for &e in &o.engines {
+                            let qd = if e == Engine::Sync { 1 } else { o.seq_qd };
+                            cold(o);
+                            errors += point(t, w, e, qd, 1 << 20, &offs);
+                        }
+                    }
+                    "warm4k" => {
+                        let offs: Vec<u64> = prng::random_blocks(o.seed, pages, o.warm_reads)
+                            .into_iter()
+                            .map(|b| b * 4096)
+                            .collect();
+                        // Bring the whole file in once.
+                        let all: Vec<u64> = (0..t.size >> 20).map(|i| i << 20).collect();
+                        if let Ok(f) = File::open(&t.file) {
+                            let _ = engines::run(Engine::Sync, f.as_raw_fd(), &all, 1 << 20, 1, "");
+                        }
+                        let qds: Vec<usize> = o
+                            .qds
+                            .iter()
+                            .copied()
+                            .filter(|&q| q == 1 || q == 32)
+                            .collect();
+                        for (e, qd) in plan(&o.engines, &qds) {
+                            errors += point(t, w, e, qd, 4096, &offs);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if let Some(d) = &o.fio_dir {
+            cold(o);
+            let r = fio::run(d, t, o.reads, 32, o.seed);
+            out(&r);
+        }
+    }
+    for t in &targets {
+        if o.dir.is_none() {
+            if let Err(e) = sys::umount(&t.dir) {
+                log(&format!("umount {}: {e}", t.dir.display()));
+            }
+        }
+    }
+    out(&json!({"kind": "done", "errors": errors}));
+    Ok(errors)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let o = match parse_args(&args) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+    };
+    match run(&o) {
+        Ok(0) => {}
+        Ok(n) => {
+            log(&format!("{n} read(s) failed"));
+            std::process::exit(1);
+        }
+        Err(e) => {
+            out(&json!({"kind": "error", "error": e}));
+            log(&format!("error: {e}"));
+            std::process::exit(3);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn arguments() {
+        let o = parse_args(&args("--full --engines aio,uring --reads 100 --fs ext3")).unwrap();
+        assert_eq!(o.qds, [1, 2, 4, 8, 16, 32, 64]);
+        assert_eq!(o.engines, [Engine::Aio, Engine::Uring]);
+        assert_eq!(o.reads, 100);
+        assert_eq!(o.fs, ["ext3"]);
+        assert!(parse_args(&args("--qd 0")).is_err());
+        assert!(parse_args(&args("--engines bogus")).is_err());
+        assert!(parse_args(&args("--reads")).is_err());
+        assert!(parse_args(&args("--workloads seq1m,nope")).is_err());
+    }
+
+    #[test]
+    fn sweep_plan() {
+        let p = plan(&Engine::ALL, &[1, 32]);
+        let names: Vec<String> = p.iter().map(|(e, q)| format!("{}{q}", e.name())).collect();
+        assert_eq!(
+            names,
+            ["sync1", "pool1", "pool32", "aio1", "aio32", "uring1", "uring32"]
+        );
+    }
+}

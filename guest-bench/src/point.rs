@@ -1,0 +1,164 @@
+//! One measured point as a JSON line (the format the host's
+//! `cargo xtask bench` reads; documented in guest-bench/README.md).
+
+use crate::engines::Raw;
+use crate::stats::{self, Summary};
+use serde::Serialize;
+
+#[derive(Debug, Serialize)]
+pub struct Point {
+    pub kind: &'static str,
+    pub fs: String,
+    pub workload: String,
+    pub engine: String,
+    pub qd: usize,
+    pub bs: usize,
+    pub ios: usize,
+    pub wall_s: f64,
+    pub iops: f64,
+    pub mib_s: f64,
+    /// Time inside the submitting call (io_submit, io_uring_enter, pread;
+    /// null for the thread pool).
+    pub submit: Option<Summary>,
+    /// Submit → completion seen by the program.
+    pub lat: Option<Summary>,
+    /// Share of the wall time the submitter spent inside submit calls.
+    pub submit_share: Option<f64>,
+    pub cpu_us_per_io: f64,
+    pub vcsw_per_io: f64,
+    pub ivcsw_per_io: f64,
+    /// Process context switches (voluntary + involuntary, all threads) per IO.
+    pub ctx_per_io: f64,
+    /// /proc/stat ctxt delta per IO (includes kernel workers).
+    pub sys_ctx_per_io: f64,
+    pub dev_reads_per_io: f64,
+    pub dev_kib_per_read: f64,
+    pub errors: u64,
+    pub first_error: Option<String>,
+    /// 101 quantiles (p0…p100) of the submit latency, µs (for the CDF plot).
+    pub submit_cdf_us: Vec<f64>,
+}
+
+pub struct Meta<'a> {
+    pub fs: &'a str,
+    pub workload: &'a str,
+    pub engine: &'a str,
+    pub qd: usize,
+    pub bs: usize,
+}
+
+pub fn build(m: &Meta, mut raw: Raw) -> Point {
+    let ios = raw.lat_ns.len().max(1);
+    let per = |v: f64| v / ios as f64;
+    let (wall, cpu, vcs, ivcs, sys_ctx, dreads, dsect) = match (raw.start, raw.end) {
+        (Some(a), Some(b)) => (
+            b.t.duration_since(a.t).as_secs_f64(),
+            b.usage.cpu_ns.saturating_sub(a.usage.cpu_ns) as f64,
+            b.usage.nvcsw.saturating_sub(a.usage.nvcsw) as f64,
+            b.usage.nivcsw.saturating_sub(a.usage.nivcsw) as f64,
+            b.ctxt.saturating_sub(a.ctxt) as f64,
+            b.dev.reads.saturating_sub(a.dev.reads) as f64,
+            b.dev.sectors.saturating_sub(a.dev.sectors) as f64,
+        ),
+        _ => (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0),
+    };
+    let wall_nz = if wall > 0.0 { wall } else { f64::NAN };
+    let submit = stats::summarize(&mut raw.submit_ns);
+    let lat = stats::summarize(&mut raw.lat_ns);
+    Point {
+        kind: "point",
+        fs: m.fs.into(),
+        workload: m.workload.into(),
+        engine: m.engine.into(),
+        qd: m.qd,
+        bs: m.bs,
+        ios: raw.lat_ns.len(),
+        wall_s: wall,
+        iops: raw.lat_ns.len() as f64 / wall_nz,
+        mib_s: raw.bytes as f64 / (1 << 20) as f64 / wall_nz,
+        submit_share: submit.map(|s| s.total_s / wall_nz),
+        submit,
+        lat,
+        cpu_us_per_io: per(cpu / 1000.0),
+        vcsw_per_io: per(vcs),
+        ivcsw_per_io: per(ivcs),
+        ctx_per_io: per(vcs + ivcs),
+        sys_ctx_per_io: per(sys_ctx),
+        dev_reads_per_io: per(dreads),
+        dev_kib_per_read: if dreads > 0.0 {
+            dsect / 2.0 / dreads
+        } else {
+            0.0
+        },
+        errors: raw.errors,
+        first_error: raw.first_error,
+        submit_cdf_us: stats::quantiles(&raw.submit_ns, 100),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engines::Snap;
+    use crate::sys::{DevStat, Usage};
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn per_io_figures() {
+        let t = Instant::now();
+        let a = Snap {
+            t,
+            usage: Usage {
+                cpu_ns: 1_000_000,
+                nvcsw: 10,
+                nivcsw: 1,
+            },
+            ctxt: 1000,
+            dev: DevStat {
+                reads: 5,
+                sectors: 40,
+            },
+        };
+        let b = Snap {
+            t: t + Duration::from_secs(2),
+            usage: Usage {
+                cpu_ns: 5_000_000,
+                nvcsw: 30,
+                nivcsw: 11,
+            },
+            ctxt: 1400,
+            dev: DevStat {
+                reads: 205,
+                sectors: 40 + 200 * 8,
+            },
+        };
+        let raw = Raw {
+            submit_ns: vec![1_000_000; 200],
+            lat_ns: vec![2_000_000; 200],
+            bytes: 200 * 4096,
+            start: Some(a),
+            end: Some(b),
+            ..Raw::default()
+        };
+        let m = Meta {
+            fs: "ext2",
+            workload: "rand4k",
+            engine: "aio",
+            qd: 32,
+            bs: 4096,
+        };
+        let p = build(&m, raw);
+        assert_eq!(p.ios, 200);
+        assert_eq!(p.iops, 100.0);
+        assert_eq!(p.cpu_us_per_io, 20.0);
+        assert_eq!(p.ctx_per_io, 0.15);
+        assert_eq!(p.sys_ctx_per_io, 2.0);
+        assert_eq!(p.dev_reads_per_io, 1.0);
+        assert_eq!(p.dev_kib_per_read, 4.0);
+        assert_eq!(p.submit.unwrap().p99_us, 1000.0);
+        assert!((p.submit_share.unwrap() - 0.1).abs() < 1e-12);
+        assert_eq!(p.submit_cdf_us.len(), 101);
+        let line = serde_json::to_string(&p).unwrap();
+        assert!(line.starts_with("{\"kind\":\"point\""), "{line}");
+    }
+}
