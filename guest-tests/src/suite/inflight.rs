@@ -41,6 +41,15 @@ fn check_full(c: &Completion, seed: u64) -> Result<(), String> {
         .map_err(|e| format!("read at {} len {}: {e}", op.offset(), op.nbytes()))
 }
 
+/// The kernel's clocksource (diagnostic: with `refined-jiffies`, e.g. when
+/// TSC calibration failed under TCG, time and the null_blk timer have 4 ms
+/// (1/HZ) resolution; the tests still discriminate, with coarser numbers).
+fn clocksource() -> String {
+    std::fs::read_to_string("/sys/devices/system/clocksource/clocksource0/current_clocksource")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
 fn us(d: Duration) -> String {
     format!("{} us", d.as_micros())
 }
@@ -133,11 +142,14 @@ fn submit_probe(
     what: &str,
 ) -> TestResult {
     let dev = require_slow(ctx)?;
-    let before = dev.sectors_read()?;
     let mut ring = Ring::new(8)?;
+    let before = dev.sectors_read()?;
     let mut times = Vec::new();
     let mut done_at_once = 0;
     for (i, f) in files.iter().enumerate() {
+        // Cold again for every probe: earlier probes may have cached shared
+        // metadata (an inode-table or indirect block).
+        ctx.drop_caches()?;
         ring.submit_all(vec![Op::pread(f.as_raw_fd(), off, len).with_data(i as u64)])?;
         let t = ring.last_submit;
         let early = ring
@@ -156,10 +168,11 @@ fn submit_probe(
     }
     let after = dev.sectors_read()?;
     println!(
-        "{what}: io_submit of a cold {len}-byte read at {off}: {}; complete when io_submit returned: {done_at_once}/{}; device read {} sectors",
+        "{what}: io_submit of a cold {len}-byte read at {off}: {}; complete when io_submit returned: {done_at_once}/{}; device read {} sectors; clocksource {}",
         stats(&times),
         files.len(),
-        after - before
+        after - before,
+        clocksource()
     );
     ring.finish(REAP_TIMEOUT)?;
     let want = files.len() * (len / 512 + extra_sectors);
@@ -264,10 +277,11 @@ pub fn batch_nonblocking(ctx: &Ctx) -> TestResult {
     }
     let after = dev.sectors_read()?;
     println!(
-        "io_submit of {N} cold 4 KiB reads: {}; complete when it returned: {n_early}/{N}; device read {} sectors; POSIX_FADV_RANDOM {}",
+        "io_submit of {N} cold 4 KiB reads: {}; complete when it returned: {n_early}/{N}; device read {} sectors; POSIX_FADV_RANDOM {}; clocksource {}",
         us(t),
         after - before,
-        if random { "on" } else { "unavailable" }
+        if random { "on" } else { "unavailable" },
+        clocksource()
     );
     ring.finish(REAP_TIMEOUT)?;
     ensure!(
