@@ -539,3 +539,70 @@ fn open_ktap() -> KtapWriter {
 pub fn open_port(dev: &Path) -> std::io::Result<File> {
     OpenOptions::new().write(true).open(dev)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::suite::Device;
+
+    #[test]
+    fn plan_dir_by_device() {
+        let ok: Vec<(&Disk, Result<(), String>)> = TEST_DISKS.iter().map(|d| (d, Ok(()))).collect();
+        let slow_ok: Vec<(&Disk, Result<(), String>)> =
+            SLOW_DISKS.iter().map(|d| (d, Ok(()))).collect();
+        let slow_bad: Vec<(&Disk, Result<(), String>)> = SLOW_DISKS
+            .iter()
+            .map(|d| (d, Err("no nullb".to_string())))
+            .collect();
+        let p = |l: &str,
+                 dev,
+                 m: &[(&Disk, Result<(), String>)],
+                 s: &[(&Disk, Result<(), String>)]| { plan_dir(l, dev, m, s) };
+        assert_eq!(
+            p("ext2", Device::Normal, &ok, &slow_ok),
+            Ok(PathBuf::from("/mnt/ext2"))
+        );
+        assert_eq!(
+            p("ext3", Device::PreferSlow, &ok, &slow_ok),
+            Ok(PathBuf::from("/mnt/slow-ext3"))
+        );
+        assert_eq!(
+            p("ext3", Device::PreferSlow, &ok, &slow_bad),
+            Ok(PathBuf::from("/mnt/ext3"))
+        );
+        assert_eq!(
+            p("ext2", Device::Slow, &ok, &slow_ok),
+            Ok(PathBuf::from("/mnt/slow-ext2"))
+        );
+        assert!(matches!(
+            p("ext2", Device::Slow, &ok, &slow_bad),
+            Err(NotRun::Skip(r)) if r.contains("slow device") && r.contains("no nullb")
+        ));
+        assert!(matches!(
+            p("ext2", Device::Slow, &ok, &[]),
+            Err(NotRun::Skip(_))
+        ));
+        let bad: Vec<(&Disk, Result<(), String>)> = TEST_DISKS
+            .iter()
+            .map(|d| (d, Err("EIO".to_string())))
+            .collect();
+        assert!(matches!(
+            p("ext2", Device::Normal, &bad, &slow_ok),
+            Err(NotRun::Fail(r)) if r.contains("not available")
+        ));
+        assert!(matches!(
+            p("xfs", Device::Normal, &ok, &slow_ok),
+            Err(NotRun::Fail(r)) if r.contains("not configured")
+        ));
+    }
+
+    #[test]
+    fn slow_disks_match_test_disks() {
+        for (t, s) in TEST_DISKS.iter().zip(SLOW_DISKS.iter()) {
+            assert_eq!(t.label, s.label);
+            assert_eq!(t.fstype, s.fstype);
+            assert_ne!(t.dir, s.dir);
+        }
+        assert_eq!(SLOW_SOURCES, [TEST_DISKS[0].dev, TEST_DISKS[1].dev]);
+    }
+}

@@ -303,3 +303,63 @@ pub fn run_one(name: &str, base: &Path, guest: bool) -> i32 {
     let _ = std::io::stdout().flush();
     code
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone)]
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+    impl Write for Sink {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn not_run_tests_and_the_new_behaviour_marker() {
+        let sink = Sink(Arc::new(Mutex::new(Vec::new())));
+        let mut k = KtapWriter::new(Box::new(sink.clone()), "");
+        let planned = vec![
+            Planned {
+                name: "read/nb@ext2".into(),
+                dir: Err(NotRun::Skip("needs the slow device".into())),
+                new_behaviour: true,
+            },
+            Planned {
+                name: "read/x@ext3".into(),
+                dir: Err(NotRun::Fail("filesystem ext3 is not available: EIO".into())),
+                new_behaviour: false,
+            },
+            Planned {
+                name: "read/nb@ext3".into(),
+                dir: Err(NotRun::Fail("filesystem ext3 is not available: EIO".into())),
+                new_behaviour: true,
+            },
+        ];
+        let mut human = Vec::new();
+        let (p, f, s) = run_suite(&planned, Duration::from_secs(1), false, &mut k, &mut |l| {
+            human.push(l.to_string())
+        });
+        assert_eq!((p, f, s), (0, 2, 1));
+        let out = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[0], "# expect: patched");
+        assert!(lines[1].starts_with("# time_ms: "));
+        assert_eq!(lines[2], "ok 1 read/nb@ext2 # SKIP needs the slow device");
+        assert_eq!(lines[3], "# filesystem ext3 is not available: EIO");
+        assert!(lines[4].starts_with("# time_ms: "));
+        assert_eq!(lines[5], "not ok 2 read/x@ext3");
+        assert_eq!(lines[6], "# filesystem ext3 is not available: EIO");
+        assert_eq!(lines[7], "# expect: patched");
+        assert!(lines[8].starts_with("# time_ms: "));
+        assert_eq!(lines[9], "not ok 3 read/nb@ext3");
+        // the marker is not echoed as a failure diagnostic on the console
+        assert!(!human.iter().any(|l| l.contains(EXPECT_PATCHED)));
+    }
+}

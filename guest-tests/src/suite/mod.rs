@@ -488,6 +488,31 @@ mod tests {
     }
 
     #[test]
+    fn new_behaviour_tests_need_the_slow_device() {
+        let nb: Vec<_> = TESTS.iter().filter(|t| t.new_behaviour).collect();
+        assert!(nb.len() >= 5);
+        for t in nb {
+            assert!(t.per_fs, "{}", t.name);
+            assert_eq!(t.device, Device::Slow, "{}", t.name);
+        }
+        let all = expand(&["ext2"]);
+        let i = all
+            .iter()
+            .find(|i| i.name == "read/nonblocking_submit@ext2")
+            .unwrap();
+        assert!(i.new_behaviour);
+        assert_eq!(i.device, Device::Slow);
+        // the fast path must hold on both kernels
+        assert!(
+            !TESTS
+                .iter()
+                .find(|t| t.name == "read/warm_fast_path")
+                .unwrap()
+                .new_behaviour
+        );
+    }
+
+    #[test]
     fn scratch_names() {
         assert_eq!(scratch_name("read/x@ext2"), "read_x_ext2");
     }
