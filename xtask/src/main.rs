@@ -1,6 +1,7 @@
 //! bufaio host tool (`cargo xtask`): config → fetch → patch → kconfig → build →
 //! rootfs → vm → guest protocol → report.
 
+mod bench;
 mod cache;
 mod cmd;
 mod config;
@@ -56,6 +57,8 @@ enum Cmd {
     Run(cmd::run::Args),
     /// Boot a kernel and run one command in the guest.
     Exec(cmd::exec::Args),
+    /// Performance suite: unpatched vs patched AIO vs io_uring vs thread pool vs sync (issue 5).
+    Bench(cmd::bench::Args),
     /// Measure the toolkit: cold, warm, edit→result, boot→first KTAP.
     BenchToolkit(cmd::bench_toolkit::Args),
     /// Bisect: first bad patch of the series, or first bad upstream commit.
@@ -105,6 +108,7 @@ fn main() {
         Cmd::Build(a) => cmd::build::main(a),
         Cmd::Run(a) => cmd::run::main(a),
         Cmd::Exec(a) => cmd::exec::main(a),
+        Cmd::Bench(a) => cmd::bench::main(a),
         Cmd::BenchToolkit(a) => cmd::bench_toolkit::main(a),
         Cmd::Bisect(c) => cmd::bisect::main(c),
         Cmd::CheckSeries(a) => cmd::check_series::main(a),

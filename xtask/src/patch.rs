@@ -100,7 +100,7 @@ impl Series {
         let entries = parse_series(&text).map_err(|e| usage(format!("{}: {e}", file.display())))?;
         let mut patches = Vec::new();
         for (name, strip, line) in entries {
-            let path = dir.join(&name);
+            let path = std::path::absolute(dir.join(&name)).unwrap_or_else(|_| dir.join(&name));
             let body = fs::read(&path).map_err(|e| {
                 usage(format!(
                     "{}:{line}: patch {name} cannot be read ({}): {e}",

@@ -158,3 +158,30 @@ fn git_bisect_finds_the_regression_and_reports_the_skip() {
         .unwrap();
     assert!(builds <= 4, "at most ceil(log2 5) + 1 builds, got {builds}");
 }
+
+#[test]
+fn check_series_reports_apply_and_checkpatch_per_prefix() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let good = root().join("xtask/tests/fixtures/bisect-series/series");
+    let (code, out, _) = xtask(&[
+        "check-series",
+        "--no-build",
+        "--series",
+        good.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}");
+    for p in ["1/3 0001-", "2/3 0002-", "3/3 0003-"] {
+        let row = out.lines().find(|l| l.contains(p)).expect("row per prefix");
+        assert!(row.contains("| ok |") && row.contains("| clean |"), "{row}");
+    }
+    let bad = root().join("xtask/tests/fixtures/conflict/series");
+    let (code, out, _) = xtask(&[
+        "check-series",
+        "--no-build",
+        "--series",
+        bad.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 125, "{out}");
+    let row = out.lines().find(|l| l.contains("1/1 0001-")).unwrap();
+    assert!(row.contains("FAIL"), "{row}");
+}

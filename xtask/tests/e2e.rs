@@ -93,11 +93,21 @@ fn suite_passes_on_ext2_and_ext3_both_kernels() {
         kernels
             .iter()
             .find(|k| k["variants"].as_array().unwrap().len() == 1 && k["variants"][0] == variant)
-            .and_then(|k| k["tests"].as_array().unwrap().iter().find(|t| t["name"] == name))
+            .and_then(|k| {
+                k["tests"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|t| t["name"] == name)
+            })
             .map(|t| t["verdict"].as_str().unwrap().to_string())
             .unwrap_or_default()
     };
-    for name in ["read/nonblocking_submit@ext2", "read/nonblocking_submit@ext3", "read/batch_nonblocking@ext2"] {
+    for name in [
+        "read/nonblocking_submit@ext2",
+        "read/nonblocking_submit@ext3",
+        "read/batch_nonblocking@ext2",
+    ] {
         assert_eq!(verdict("unpatched", name), "xfail", "{name} on unpatched");
         assert_eq!(verdict("patched", name), "pass", "{name} on patched");
     }
@@ -115,7 +125,9 @@ fn debug_flavor_patched_kernel_runs_the_suite_without_splats() {
     let k = &r["kernels"][0];
     assert_eq!(k["flavor"], "debug");
     assert_eq!(k["splats"].as_array().unwrap().len(), 0, "{k}");
-    let console = std::fs::read_to_string(PathBuf::from(k["dir"].as_str().unwrap()).join("console.log")).unwrap();
+    let console =
+        std::fs::read_to_string(PathBuf::from(k["dir"].as_str().unwrap()).join("console.log"))
+            .unwrap();
     assert!(
         console.contains("KernelAddressSanitizer initialized"),
         "KASAN is really enabled"

@@ -577,7 +577,10 @@ fn git_build(
                 i + 1,
                 series.patches.len(),
                 p.name,
-                e.lines().next().unwrap_or("")
+                e.lines()
+                    .find(|l| l.contains("FAILED"))
+                    .or_else(|| e.lines().next())
+                    .unwrap_or("")
             ))
         })?;
     }

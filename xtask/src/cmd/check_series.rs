@@ -35,7 +35,8 @@ pub fn checkpatch(tree: &std::path::Path, patch: &std::path::Path) -> Result<(bo
         .current_dir(tree)
         .output()
         .context("cannot run scripts/checkpatch.pl (perl missing?)")?;
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let mut text = String::from_utf8_lossy(&out.stdout).to_string();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
     let total = text
         .lines()
         .find(|l| l.starts_with("total: "))

@@ -1,6 +1,7 @@
 //! One module per subcommand; each turns its options into calls of the
 //! shared stages in [`crate::pipeline`].
 
+pub mod bench;
 pub mod bench_toolkit;
 pub mod bisect;
 pub mod build;

@@ -1,0 +1,285 @@
+//! `cargo xtask bench`: the guest benchmark's JSON lines (guest-bench/README.md)
+//! parsed, aggregated over repeats, judged against issue 5's targets,
+//! rendered as markdown and plotted as SVG. Everything here is pure except
+//! [`plot`]'s file output.
+
+pub mod plot;
+pub mod report;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+pub struct Summary {
+    pub n: usize,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub max_us: f64,
+    pub mean_us: f64,
+    pub total_s: f64,
+}
+
+/// One measured point (a `"kind":"point"` line).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct Point {
+    pub fs: String,
+    pub workload: String,
+    pub engine: String,
+    pub qd: usize,
+    pub bs: usize,
+    pub ios: usize,
+    pub wall_s: f64,
+    pub iops: f64,
+    pub mib_s: f64,
+    pub submit: Option<Summary>,
+    pub lat: Option<Summary>,
+    pub submit_share: Option<f64>,
+    pub cpu_us_per_io: f64,
+    pub vcsw_per_io: f64,
+    pub ivcsw_per_io: f64,
+    pub ctx_per_io: f64,
+    pub sys_ctx_per_io: f64,
+    pub dev_reads_per_io: f64,
+    pub dev_kib_per_read: f64,
+    pub errors: u64,
+    pub first_error: Option<String>,
+    pub submit_cdf_us: Vec<f64>,
+}
+
+impl Point {
+    pub fn key(&self) -> Key {
+        Key {
+            fs: self.fs.clone(),
+            workload: self.workload.clone(),
+            engine: self.engine.clone(),
+            qd: self.qd,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct Key {
+    pub fs: String,
+    pub workload: String,
+    pub engine: String,
+    pub qd: usize,
+}
+
+/// fio's figures for the same file (a `"kind":"fio"` line).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct FioPoint {
+    pub fs: String,
+    pub iodepth: usize,
+    pub ios: u64,
+    pub iops: f64,
+    pub slat_mean_us: f64,
+    pub slat_max_us: f64,
+    pub clat_p50_us: f64,
+    pub clat_p99_us: f64,
+    pub ctx: u64,
+    pub ctx_per_io: f64,
+    pub cpu_us_per_io: f64,
+    pub sys_ctx_per_io: f64,
+    pub dev_reads_per_io: f64,
+    pub error: Option<String>,
+    pub command: String,
+}
+
+/// Everything one guest run printed.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct GuestOutput {
+    pub env: Option<Value>,
+    pub filesystems: Vec<Value>,
+    pub points: Vec<Point>,
+    pub fio: Vec<FioPoint>,
+    /// `"kind":"error"` lines and lines that did not parse.
+    pub errors: Vec<String>,
+    /// The `"kind":"done"` line was seen (the run was not cut short).
+    pub done: bool,
+}
+
+impl GuestOutput {
+    pub fn device_latency_ns(&self) -> Option<u64> {
+        self.env.as_ref()?.get("device_latency_ns")?.as_u64()
+    }
+}
+
+/// Parse the exec output: JSON objects one per line; anything else (stray
+/// console text) is ignored.
+pub fn parse_output(text: &str) -> GuestOutput {
+    let mut o = GuestOutput::default();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if !line.starts_with('{') {
+            continue;
+        }
+        let v: Value = match serde_json::from_str(line) {
+            Ok(v) => v,
+            Err(e) => {
+                o.errors.push(format!("line {}: not JSON: {e}", i + 1));
+                continue;
+            }
+        };
+        let kind = v.get("kind").and_then(Value::as_str).unwrap_or("");
+        match kind {
+            "env" => o.env = Some(v),
+            "fs" => o.filesystems.push(v),
+            "point" => match serde_json::from_value::<Point>(v) {
+                Ok(p) => o.points.push(p),
+                Err(e) => o.errors.push(format!("line {}: bad point: {e}", i + 1)),
+            },
+            "fio" => match serde_json::from_value::<FioPoint>(v) {
+                Ok(p) => o.fio.push(p),
+                Err(e) => o.errors.push(format!("line {}: bad fio line: {e}", i + 1)),
+            },
+            "error" => o.errors.push(
+                v.get("error")
+                    .and_then(Value::as_str)
+                    .unwrap_or("error")
+                    .to_string(),
+            ),
+            "done" => o.done = true,
+            _ => {}
+        }
+    }
+    o
+}
+
+/// A point over the repeats: the run with the median IOPS stands for it
+/// (so its latencies and CDF belong together), with the IOPS spread.
+#[derive(Debug, Clone, Serialize)]
+pub struct Agg {
+    #[serde(flatten)]
+    pub point: Point,
+    pub repeats: usize,
+    pub iops_min: f64,
+    pub iops_max: f64,
+}
+
+impl Agg {
+    /// (max − min) / median of the IOPS over the repeats.
+    pub fn spread(&self) -> f64 {
+        if self.point.iops > 0.0 {
+            (self.iops_max - self.iops_min) / self.point.iops
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Lower median (for an even count the lower middle), of the repeats of
+/// every point, in first-seen order.
+pub fn aggregate(runs: &[GuestOutput]) -> Vec<Agg> {
+    let mut order: Vec<Key> = Vec::new();
+    let mut groups: std::collections::HashMap<Key, Vec<&Point>> = Default::default();
+    for r in runs {
+        for p in &r.points {
+            let k = p.key();
+            if !groups.contains_key(&k) {
+                order.push(k.clone());
+            }
+            groups.entry(k).or_default().push(p);
+        }
+    }
+    order
+        .into_iter()
+        .map(|k| {
+            let mut v = groups.remove(&k).unwrap_or_default();
+            v.sort_by(|a, b| a.iops.total_cmp(&b.iops));
+            let med = v[(v.len() - 1) / 2].clone();
+            Agg {
+                repeats: v.len(),
+                iops_min: v.first().map(|p| p.iops).unwrap_or(0.0),
+                iops_max: v.last().map(|p| p.iops).unwrap_or(0.0),
+                point: med,
+            }
+        })
+        .collect()
+}
+
+/// fio points over repeats: median by IOPS per filesystem.
+pub fn aggregate_fio(runs: &[GuestOutput]) -> Vec<FioPoint> {
+    let mut fss: Vec<String> = Vec::new();
+    for r in runs {
+        for f in &r.fio {
+            if !fss.contains(&f.fs) {
+                fss.push(f.fs.clone());
+            }
+        }
+    }
+    fss.iter()
+        .filter_map(|fs| {
+            let mut v: Vec<&FioPoint> = runs
+                .iter()
+                .flat_map(|r| r.fio.iter())
+                .filter(|f| &f.fs == fs)
+                .collect();
+            v.sort_by(|a, b| a.iops.total_cmp(&b.iops));
+            v.get((v.len().max(1) - 1) / 2).map(|f| (*f).clone())
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub const SAMPLE: &str = r#"bufaio: stray console line
+{"kind":"env","kernel":"6.12.117","device_latency_ns":1000000,"cpus":2}
+{"kind":"fs","fs":"ext2","dev":"nullb0","block_size":4096}
+{"kind":"point","fs":"ext2","workload":"rand4k","engine":"aio","qd":32,"bs":4096,"ios":2000,"wall_s":3.5,"iops":571.4,"mib_s":2.2,"submit":{"n":2000,"p50_us":1400.0,"p99_us":3000.0,"max_us":9000.0,"mean_us":1700.0,"total_s":3.4},"lat":null,"submit_share":0.99,"cpu_us_per_io":120.0,"vcsw_per_io":1.4,"ivcsw_per_io":0.0,"ctx_per_io":1.4,"sys_ctx_per_io":3.7,"dev_reads_per_io":1.3,"dev_kib_per_read":4.0,"errors":0,"first_error":null,"submit_cdf_us":[1.0,2.0]}
+{"kind":"point","fs":"ext2","workload":"rand4k","engine":"pool","qd":32,"bs":4096,"ios":2000,"wall_s":0.25,"iops":8000.0,"submit":null}
+{"kind":"fio","fs":"ext2","iodepth":32,"ios":2000,"iops":600.0,"slat_mean_us":1500.0,"error":null}
+{"kind":"point","fs":"ext2","workload":"rand4k","engine":"aio","qd":"bad"}
+{"kind":"error","error":"mount failed"}
+{not json
+{"kind":"done","errors":0}
+"#;
+
+    #[test]
+    fn parses_guest_lines() {
+        let o = parse_output(SAMPLE);
+        assert!(o.done);
+        assert_eq!(o.device_latency_ns(), Some(1_000_000));
+        assert_eq!(o.filesystems.len(), 1);
+        assert_eq!(o.points.len(), 2);
+        assert_eq!(o.points[0].submit.unwrap().p99_us, 3000.0);
+        assert_eq!(o.points[1].submit, None);
+        assert_eq!(o.points[1].iops, 8000.0);
+        assert_eq!(o.fio.len(), 1);
+        assert_eq!(o.fio[0].slat_mean_us, 1500.0);
+        assert_eq!(o.errors.len(), 3, "{:?}", o.errors);
+        assert!(o.errors.iter().any(|e| e == "mount failed"));
+    }
+
+    #[test]
+    fn median_over_repeats() {
+        let mk = |iops: f64| GuestOutput {
+            points: vec![Point {
+                fs: "ext3".into(),
+                workload: "rand4k".into(),
+                engine: "uring".into(),
+                qd: 32,
+                iops,
+                ..Point::default()
+            }],
+            fio: vec![FioPoint {
+                fs: "ext3".into(),
+                iops: iops * 2.0,
+                ..FioPoint::default()
+            }],
+            ..GuestOutput::default()
+        };
+        let runs = [mk(300.0), mk(100.0), mk(200.0)];
+        let a = aggregate(&runs);
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].point.iops, 200.0);
+        assert_eq!(a[0].repeats, 3);
+        assert_eq!((a[0].iops_min, a[0].iops_max), (100.0, 300.0));
+        assert_eq!(a[0].spread(), 1.0);
+        assert_eq!(aggregate_fio(&runs)[0].iops, 400.0);
+        assert_eq!(aggregate(&runs[..2])[0].point.iops, 100.0);
+    }
+}

@@ -1,0 +1,423 @@
+//! `cargo xtask bench`: issue 5's performance suite. Builds the unpatched and
+//! the patched kernel (one build when the series is empty), boots each in
+//! exec mode with the static `guest-bench` (and, when the host has it, the
+//! Debian fio with its libraries) on the payload disk, collects the JSON
+//! lines, and writes `bench.json`, `bench.md` (also printed) and SVG plots
+//! into `target/runs/<id>/`.
+
+use super::Common;
+use crate::bench::{self, report, GuestOutput};
+use crate::exitcode::Outcome;
+use crate::patch::Series;
+use crate::pipeline::{self, BootOpts, GuestJob, KernelSel};
+use crate::rootfs::GUEST_TARGET;
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub common: Common,
+    /// All queue depths (1, 2, 4, 8, 16, 32, 64) instead of 1, 8, 32.
+    #[arg(long)]
+    pub full: bool,
+    /// Queue depths, comma-separated (overrides --full).
+    #[arg(long)]
+    pub qd: Option<String>,
+    /// Cold random reads per point.
+    #[arg(long, default_value_t = 2000)]
+    pub reads: usize,
+    /// Warm-cache reads per point.
+    #[arg(long, default_value_t = 20000)]
+    pub warm_reads: usize,
+    /// Size of the benchmark file on each filesystem (MiB).
+    #[arg(long, default_value_t = 128)]
+    pub file_mib: u64,
+    /// Boots per kernel; points report the median run and the spread.
+    #[arg(long, default_value_t = 1)]
+    pub repeat: usize,
+    /// Small and quick (200 reads, 16 MiB file, QD 1 and 8, no fio): a check
+    /// that the bench still works, not a measurement.
+    #[arg(long)]
+    pub smoke: bool,
+    /// Skip the fio cross-check even when fio is installed.
+    #[arg(long)]
+    pub no_fio: bool,
+    /// Test disk size (MiB). ≥ 512 makes mke2fs use 4 KiB blocks.
+    #[arg(long, default_value_t = 512)]
+    pub disk_mib: u32,
+    /// Which kernels (default both).
+    #[arg(long, value_enum, default_value = "both")]
+    pub kernel: KernelSel,
+    /// Extra arguments for guest-bench (e.g. `--guest-arg=--engines=aio`). Repeatable.
+    #[arg(long = "guest-arg", allow_hyphen_values = true)]
+    pub guest_args: Vec<String>,
+}
+
+/// Build guest-bench as a static binary (same target dir and flags as the
+/// guest suite).
+fn build_guest_bench(root: &Path, ui: &crate::ui::Ui) -> Result<PathBuf> {
+    let stage = ui.stage("guest-bench", "cargo build -p guest-bench (static)");
+    let target_dir = root.join("target/guest");
+    let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(root)
+        .args([
+            "build",
+            "--quiet",
+            "--release",
+            "-p",
+            "guest-bench",
+            "--target",
+            GUEST_TARGET,
+        ])
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .output()
+        .context("cannot run cargo to build guest-bench")?;
+    if !out.status.success() {
+        bail!(
+            "building guest-bench failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    stage.finish("ok");
+    Ok(target_dir.join(GUEST_TARGET).join("release/guest-bench"))
+}
+
+/// The shared libraries and the loader from `ldd` output.
+pub fn parse_ldd(text: &str) -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    for l in text.lines() {
+        let l = l.trim();
+        let path = match l.split_once("=>") {
+            Some((_, rhs)) => rhs.split_whitespace().next(),
+            None => l.split_whitespace().next().filter(|p| p.starts_with('/')),
+        };
+        if let Some(p) = path.filter(|p| p.starts_with('/')) {
+            let p = PathBuf::from(p);
+            if !v.contains(&p) {
+                v.push(p);
+            }
+        }
+    }
+    v
+}
+
+/// fio, its libraries and the dynamic loader, to be copied flat into the
+/// payload (guest-bench starts fio through the loader with --library-path).
+fn fio_files() -> Result<Option<Vec<PathBuf>>> {
+    let Some(fio) = crate::fetch::which("fio") else {
+        return Ok(None);
+    };
+    let out = Command::new("ldd")
+        .arg(&fio)
+        .output()
+        .context("cannot run ldd")?;
+    if !out.status.success() {
+        return Ok(None);
+    }
+    let mut files = vec![fio];
+    files.extend(parse_ldd(&String::from_utf8_lossy(&out.stdout)));
+    Ok(Some(files))
+}
+
+#[derive(Serialize)]
+struct KernelRun {
+    label: String,
+    repeat: usize,
+    kernel_release: Option<String>,
+    bzimage_sha256: String,
+    outcome: String,
+    exec_status: Option<i32>,
+    vm_wall_ms: u64,
+    dir: PathBuf,
+    guest_errors: Vec<String>,
+    complete: bool,
+}
+
+#[derive(Serialize)]
+struct BenchJson<'a> {
+    bufaio_bench: u32,
+    run_id: &'a str,
+    accel: String,
+    accel_reason: String,
+    device_latency_ns: Option<u64>,
+    repeats: usize,
+    guest_argv: &'a [String],
+    series: Vec<String>,
+    shared_build: bool,
+    runs: &'a [KernelRun],
+    columns: &'a [report::Column],
+    fio: &'a [report::FioRow],
+    acceptance_qd: usize,
+    acceptance: &'a [report::Check],
+    plots: Vec<String>,
+}
+
+pub fn main(mut a: Args) -> Result<i32> {
+    crate::deps::check()?;
+    if a.smoke {
+        a.reads = a.reads.min(200);
+        a.warm_reads = a.warm_reads.min(2000);
+        a.file_mib = a.file_mib.min(16);
+        a.qd.get_or_insert_with(|| "1,8".into());
+        a.no_fio = true;
+    }
+    let mut ctx = a.common.context()?;
+    ctx.cfg.disks.size_mib = ctx.cfg.disks.size_mib.max(a.disk_mib);
+    let series = Series::load(&ctx.cfg.series)?;
+    let (run_id, dir) = pipeline::new_run_dir(&ctx.root, "bench")?;
+    ctx.ui.info(format!("bench {run_id}: {}", dir.display()));
+    let (src, builds) = pipeline::build_kernels(&ctx, &series, a.kernel, &a.common.flavor, &dir)?;
+    let bench_bin = build_guest_bench(&ctx.root, &ctx.ui)?;
+    let root = pipeline::guest_image(&ctx)?;
+    let accel = pipeline::accel(&ctx, ctx.cfg.qemu.accel, &builds[0], &root)?;
+    let mut argv: Vec<String> = vec![
+        "./guest-bench".into(),
+        "--reads".into(),
+        a.reads.to_string(),
+        "--warm-reads".into(),
+        a.warm_reads.to_string(),
+        "--file-mib".into(),
+        a.file_mib.to_string(),
+    ];
+    match (&a.qd, a.full) {
+        (Some(q), _) => argv.extend(["--qd".into(), q.clone()]),
+        (None, true) => argv.push("--full".into()),
+        (None, false) => {}
+    }
+    let mut files = vec![bench_bin];
+    if !a.no_fio {
+        match fio_files()? {
+            Some(f) => {
+                ctx.ui.info(format!(
+                    "fio: cross-check on, {} files into the payload",
+                    f.len()
+                ));
+                files.extend(f);
+                argv.extend(["--fio-dir".into(), "/mnt/payload".into()]);
+            }
+            None => ctx
+                .ui
+                .warn("fio: not installed (apt-get install fio): no cross-check"),
+        }
+    }
+    argv.extend(a.guest_args.iter().cloned());
+    let job = GuestJob::Exec {
+        argv: argv.clone(),
+        files,
+    };
+    let opts = BootOpts {
+        accel: &accel,
+        append: a.common.append.clone(),
+        echo_out: false,
+    };
+    let mut runs: Vec<KernelRun> = Vec::new();
+    let mut outputs: Vec<(String, Vec<GuestOutput>)> = Vec::new();
+    let mut results = Vec::new();
+    let mut worst = Outcome::Pass;
+    for rep in 0..a.repeat.max(1) {
+        for kb in &builds {
+            let label = kb
+                .variants
+                .iter()
+                .map(|v| v.name())
+                .collect::<Vec<_>>()
+                .join("+");
+            let sub = if a.repeat > 1 {
+                dir.join(&label).join(format!("rep-{rep}"))
+            } else {
+                dir.join(&label)
+            };
+            let r = pipeline::boot_and_test(&ctx, kb, &root, &job, &opts, &sub)?;
+            let text = std::fs::read_to_string(sub.join("exec-output.txt")).unwrap_or_default();
+            let out = bench::parse_output(&text);
+            ctx.ui.info(format!(
+                "{label}: {} points, {} fio, exec status {:?}{}",
+                out.points.len(),
+                out.fio.len(),
+                r.exec_status,
+                if out.errors.is_empty() {
+                    String::new()
+                } else {
+                    format!(", guest errors: {}", out.errors.join("; "))
+                }
+            ));
+            if r.outcome != Outcome::Pass {
+                eprintln!("{label}: {} — {}", r.outcome.label(), r.reason);
+                worst = Outcome::worst(worst, r.outcome);
+            }
+            runs.push(KernelRun {
+                label: label.clone(),
+                repeat: rep,
+                kernel_release: out
+                    .env
+                    .as_ref()
+                    .and_then(|e| e.get("kernel"))
+                    .and_then(|k| k.as_str())
+                    .map(str::to_string),
+                bzimage_sha256: kb.built.sha256.clone(),
+                outcome: r.outcome.label().to_string(),
+                exec_status: r.exec_status,
+                vm_wall_ms: r.vm_wall_ms,
+                dir: sub.clone(),
+                guest_errors: out.errors.clone(),
+                complete: out.done,
+            });
+            match outputs.iter_mut().find(|(l, _)| *l == label) {
+                Some((_, v)) => v.push(out),
+                None => outputs.push((label, vec![out])),
+            }
+            if rep == 0 {
+                results.push(r);
+            }
+        }
+    }
+    let lat_ns = outputs
+        .iter()
+        .flat_map(|(_, v)| v.iter())
+        .find_map(|o| o.device_latency_ns());
+    let columns: Vec<report::Column> = outputs
+        .iter()
+        .map(|(label, v)| report::Column {
+            label: label.clone(),
+            kernel_release: runs
+                .iter()
+                .find(|r| &r.label == label)
+                .and_then(|r| r.kernel_release.clone()),
+            points: bench::aggregate(v),
+            fio: bench::aggregate_fio(v),
+        })
+        .collect();
+    let has32 = columns
+        .iter()
+        .flat_map(|c| c.points.iter())
+        .any(|p| p.point.workload == "rand4k" && p.point.qd == 32);
+    let qd = if has32 {
+        32
+    } else {
+        columns
+            .iter()
+            .flat_map(|c| c.points.iter())
+            .filter(|p| p.point.workload == "rand4k")
+            .map(|p| p.point.qd)
+            .max()
+            .unwrap_or(1)
+    };
+    let l_us = lat_ns.map(|n| n as f64 / 1000.0);
+    let (checks, note) = match (report::pair(&columns), columns.first()) {
+        (Some((u, p)), _) => (
+            report::acceptance(u, p, l_us.unwrap_or(1000.0), qd),
+            String::new(),
+        ),
+        (None, Some(c)) => (
+            report::acceptance(c, c, l_us.unwrap_or(1000.0), qd),
+            format!(
+                " — only the {} kernel ran: it stands for both sides",
+                c.label
+            ),
+        ),
+        _ => (vec![], String::new()),
+    };
+    let fio_rows = report::fio_rows(&columns);
+    let plots = bench::plot::write_all(&dir, &columns, qd, l_us)?;
+    let shared = builds.iter().any(|b| b.variants.len() > 1);
+    let mut md = format!(
+        "### bufaio bench {run_id}\n\n{} accel ({}), {} vCPU, {} MiB; slow device null_blk L = {}; {} cold reads per point, {} MiB file, {} warm reads; repeats {}; kernels: {}{}\n",
+        format!("{:?}", accel.accel).to_uppercase(),
+        accel.reason,
+        ctx.cfg.qemu.cpus,
+        ctx.cfg.qemu.memory_mib,
+        l_us.map(|l| format!("{l:.0} µs")).unwrap_or_else(|| "?".into()),
+        a.reads,
+        a.file_mib,
+        a.warm_reads,
+        a.repeat.max(1),
+        columns
+            .iter()
+            .map(|c| format!("{} ({})", c.label, c.kernel_release.as_deref().unwrap_or("?")))
+            .collect::<Vec<_>>()
+            .join(", "),
+        if shared {
+            "; the series is empty, so one kernel serves both columns"
+        } else {
+            ""
+        }
+    );
+    md.push_str(&report::table(&columns));
+    md.push_str(&report::fio_table(&fio_rows));
+    md.push_str(&report::acceptance_table(&checks, &note));
+    std::fs::write(dir.join("bench.md"), &md)?;
+    let j = BenchJson {
+        bufaio_bench: 1,
+        run_id: &run_id,
+        accel: format!("{:?}", accel.accel),
+        accel_reason: accel.reason.clone(),
+        device_latency_ns: lat_ns,
+        repeats: a.repeat.max(1),
+        guest_argv: &argv,
+        series: series.patches.iter().map(|p| p.name.clone()).collect(),
+        shared_build: shared,
+        runs: &runs,
+        columns: &columns,
+        fio: &fio_rows,
+        acceptance_qd: qd,
+        acceptance: &checks,
+        plots: plots.iter().map(|p| p.display().to_string()).collect(),
+    };
+    std::fs::write(dir.join("bench.json"), serde_json::to_string_pretty(&j)?)?;
+    let manifest = crate::report::Manifest {
+        bufaio_manifest: 1,
+        run_id: run_id.clone(),
+        command: format!("bench {}", argv[1..].join(" ")),
+        kernel_selection: format!("{:?}", a.kernel).to_lowercase(),
+        flavor: a.common.flavor.clone(),
+        filters: vec![],
+        append: a.common.append.clone(),
+        source: crate::report::source_of(&src),
+        patches: crate::report::patches_of(&series.patches),
+        kernels: crate::report::kernels_of(&builds, &results),
+        toolchain: crate::report::toolchain(&ctx.cfg.qemu.binary),
+        accel: format!("{:?}: {}", accel.accel, accel.reason),
+        config: ctx.cfg.clone(),
+    };
+    manifest.write(&dir)?;
+    println!("\n{md}");
+    println!(
+        "plots: {}\nbench: {} — artifacts: {}",
+        plots
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(" "),
+        worst.label(),
+        dir.display()
+    );
+    let incomplete = runs.iter().any(|r| !r.complete || r.exec_status != Some(0));
+    if worst == Outcome::Pass && incomplete {
+        eprintln!("bench: a guest run did not finish cleanly (see runs[] in bench.json)");
+        return Ok(Outcome::TestFailed.code());
+    }
+    Ok(worst.code())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ldd_lines() {
+        let t = "\tlinux-vdso.so.1 (0x00007ffd)\n\tlibz.so.1 => /lib/x86_64-linux-gnu/libz.so.1 (0x1)\n\tlibaio.so.1 => /lib/x86_64-linux-gnu/libaio.so.1 (0x2)\n\t/lib64/ld-linux-x86-64.so.2 (0x3)\n\tlibz.so.1 => /lib/x86_64-linux-gnu/libz.so.1 (0x1)\n\tlibgone.so => not found\n";
+        assert_eq!(
+            parse_ldd(t),
+            [
+                PathBuf::from("/lib/x86_64-linux-gnu/libz.so.1"),
+                PathBuf::from("/lib/x86_64-linux-gnu/libaio.so.1"),
+                PathBuf::from("/lib64/ld-linux-x86-64.so.2"),
+            ]
+        );
+    }
+}
