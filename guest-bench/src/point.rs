@@ -62,7 +62,8 @@ pub fn build(m: &Meta, mut raw: Raw) -> Point {
         ),
         _ => (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0),
     };
-    let wall_nz = if wall > 0.0 { wall } else { f64::NAN };
+    // JSON has no NaN: a zero-length point reports rates of 0.
+    let rate = |x: f64| if wall > 0.0 { x / wall } else { 0.0 };
     let submit = stats::summarize(&mut raw.submit_ns);
     let lat = stats::summarize(&mut raw.lat_ns);
     Point {
@@ -74,9 +75,9 @@ pub fn build(m: &Meta, mut raw: Raw) -> Point {
         bs: m.bs,
         ios: raw.lat_ns.len(),
         wall_s: wall,
-        iops: raw.lat_ns.len() as f64 / wall_nz,
-        mib_s: raw.bytes as f64 / (1 << 20) as f64 / wall_nz,
-        submit_share: submit.map(|s| s.total_s / wall_nz),
+        iops: rate(raw.lat_ns.len() as f64),
+        mib_s: rate(raw.bytes as f64 / (1 << 20) as f64),
+        submit_share: submit.map(|s| rate(s.total_s)),
         submit,
         lat,
         cpu_us_per_io: per(cpu / 1000.0),
