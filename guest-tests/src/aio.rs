@@ -620,6 +620,24 @@ impl Ring {
         Ok(out)
     }
 
+    /// Reaps exactly `n` completions like [`Ring::reap`], first probing
+    /// with a zero-timeout io_getevents. Returns how many were already
+    /// complete at the probe (a diagnostic: how many were really in flight).
+    pub fn reap_probed(
+        &mut self,
+        n: usize,
+        timeout: Duration,
+    ) -> Result<(usize, Vec<Completion>), String> {
+        let mut out = match self.getevents(0, n, Some(Duration::ZERO)) {
+            Ok(v) => v,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Vec::new(),
+            Err(e) => return Err(format!("io_getevents(timeout 0): {e}")),
+        };
+        let early = out.len();
+        out.extend(self.reap(n - early, timeout)?);
+        Ok((early, out))
+    }
+
     /// Reaps everything in flight.
     pub fn drain(&mut self, timeout: Duration) -> Result<Vec<Completion>, String> {
         let n = self.inflight.len();

@@ -389,7 +389,12 @@ pub fn iocb_overwrite(ctx: &Ctx) -> TestResult {
             ring.scribble_inflight() == n,
             "the Ring does not hold all {n} requests"
         );
-        for c in ring.reap(n, REAP_TIMEOUT)? {
+        let (early, cs) = ring.reap_probed(n, REAP_TIMEOUT)?;
+        println!(
+            "round {round}: {} of {n} reads in flight after the overwrite",
+            n - early
+        );
+        for c in cs {
             let op = c.op()?;
             check_read(&c, SEED, op.nbytes())?;
             ensure!(
