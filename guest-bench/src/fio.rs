@@ -9,6 +9,9 @@ use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
 
+/// The shm shim's file name in the fio directory.
+pub const SHIM: &str = "fio-shm-shim.so";
+
 #[derive(Debug, Serialize, Default)]
 pub struct FioPoint {
     pub kind: &'static str,
@@ -91,7 +94,14 @@ pub fn run(dir: &Path, t: &Target, reads: usize, qd: usize, seed: u64) -> FioPoi
     let mut cmd = match &loader {
         Some(l) => {
             let mut c = Command::new(l);
-            c.arg("--library-path").arg(dir).arg(&fio);
+            c.arg("--library-path").arg(dir);
+            // No SysV IPC in the test kernel: fio's job table goes to
+            // anonymous shared memory instead (xtask/src/bench/fio_shm_shim.c).
+            let shim = dir.join(SHIM);
+            if shim.is_file() {
+                c.arg("--preload").arg(shim);
+            }
+            c.arg(&fio);
             c
         }
         None => Command::new(&fio),

@@ -324,11 +324,19 @@ fn run(o: &Opts) -> Result<u64, String> {
     let release = unsafe { std::ffi::CStr::from_ptr(uts.release.as_ptr()) }
         .to_string_lossy()
         .into_owned();
+    let clocksource =
+        std::fs::read_to_string("/sys/devices/system/clocksource/clocksource0/current_clocksource")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default();
+    if clocksource.contains("jiffies") {
+        log("WARNING: clocksource is jiffies: times and the null_blk timer are quantised to the tick");
+    }
     let lat_ns = std::fs::read_to_string("/sys/module/null_blk/parameters/completion_nsec")
         .ok()
         .and_then(|s| s.trim().parse::<u64>().ok());
     out(
         &json!({"kind": "env", "kernel": release, "device_latency_ns": lat_ns,
+        "clocksource": clocksource, "online_cpus": online_cpus(),
         "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         "reads": o.reads, "warm_reads": o.warm_reads, "file_mib": o.file_mib, "seed": o.seed,
         "qds": o.qds, "engines": o.engines.iter().map(|e| e.name()).collect::<Vec<_>>(),
@@ -398,6 +406,13 @@ fn run(o: &Opts) -> Result<u64, String> {
     }
     out(&json!({"kind": "done", "errors": errors}));
     Ok(errors)
+}
+
+/// /sys/devices/system/cpu/online, e.g. "0-1" (what the kernel brought up).
+fn online_cpus() -> String {
+    std::fs::read_to_string("/sys/devices/system/cpu/online")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
 }
 
 fn main() {

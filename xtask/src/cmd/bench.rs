@@ -106,12 +106,30 @@ pub fn parse_ldd(text: &str) -> Vec<PathBuf> {
     v
 }
 
-/// fio, its libraries and the dynamic loader, to be copied flat into the
-/// payload (guest-bench starts fio through the loader with --library-path).
-fn fio_files() -> Result<Option<Vec<PathBuf>>> {
+/// fio, its libraries, the dynamic loader and the shm shim, to be copied
+/// flat into the payload (guest-bench starts fio through the loader with
+/// --library-path and --preload of the shim).
+fn fio_files(work: &Path) -> Result<Option<Vec<PathBuf>>> {
     let Some(fio) = crate::fetch::which("fio") else {
         return Ok(None);
     };
+    // The test kernel has no SysV IPC, which fio needs for its job table.
+    let src = work.join("fio_shm_shim.c");
+    let shim = work.join("fio-shm-shim.so");
+    std::fs::create_dir_all(work)?;
+    std::fs::write(&src, include_str!("../bench/fio_shm_shim.c"))?;
+    let out = Command::new("gcc")
+        .args(["-shared", "-fPIC", "-O2", "-o"])
+        .arg(&shim)
+        .arg(&src)
+        .output()
+        .context("cannot run gcc for the fio shm shim")?;
+    if !out.status.success() {
+        bail!(
+            "compiling the fio shm shim failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     let out = Command::new("ldd")
         .arg(&fio)
         .output()
@@ -119,9 +137,28 @@ fn fio_files() -> Result<Option<Vec<PathBuf>>> {
     if !out.status.success() {
         return Ok(None);
     }
-    let mut files = vec![fio];
+    let mut files = vec![fio, shim];
     files.extend(parse_ldd(&String::from_utf8_lossy(&out.stdout)));
     Ok(Some(files))
+}
+
+/// The host's TSC rate in kHz, measured over 200 ms. Under TCG the guest's
+/// TSC runs at the host's rate, but the guest's own calibration against the
+/// PIT often fails on a loaded host; the kernel then runs on refined-jiffies
+/// and every time (and the null_blk timer) is quantised to 4 ms.
+fn host_tsc_khz() -> Option<u64> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let t = std::time::Instant::now();
+        // SAFETY: rdtsc has no preconditions on x86_64.
+        let a = unsafe { core::arch::x86_64::_rdtsc() };
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let b = unsafe { core::arch::x86_64::_rdtsc() };
+        let khz = (b.wrapping_sub(a) as f64 / t.elapsed().as_secs_f64() / 1000.0) as u64;
+        (khz > 100_000).then_some(khz)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    None
 }
 
 #[derive(Serialize)]
@@ -145,6 +182,8 @@ struct BenchJson<'a> {
     accel: String,
     accel_reason: String,
     device_latency_ns: Option<u64>,
+    clocksource: Option<String>,
+    kernel_append: &'a [String],
     repeats: usize,
     guest_argv: &'a [String],
     series: Vec<String>,
@@ -191,7 +230,7 @@ pub fn main(mut a: Args) -> Result<i32> {
     }
     let mut files = vec![bench_bin];
     if !a.no_fio {
-        match fio_files()? {
+        match fio_files(&dir.join("fio-shim"))? {
             Some(f) => {
                 ctx.ui.info(format!(
                     "fio: cross-check on, {} files into the payload",
@@ -210,9 +249,19 @@ pub fn main(mut a: Args) -> Result<i32> {
         argv: argv.clone(),
         files,
     };
+    let mut append = a.common.append.clone();
+    if accel.accel == crate::qemu::Accel::Tcg && !append.iter().any(|w| w.starts_with("tsc")) {
+        if let Some(khz) = host_tsc_khz() {
+            append.push(format!("tsc_early_khz={khz}"));
+            append.push("tsc=reliable".into());
+            ctx.ui.info(format!(
+                "clock: tsc_early_khz={khz} tsc=reliable (TCG guests otherwise may fall back to jiffies)"
+            ));
+        }
+    }
     let opts = BootOpts {
         accel: &accel,
-        append: a.common.append.clone(),
+        append: append.clone(),
         echo_out: false,
     };
     let mut runs: Vec<KernelRun> = Vec::new();
@@ -308,6 +357,17 @@ pub fn main(mut a: Args) -> Result<i32> {
             .unwrap_or(1)
     };
     let l_us = lat_ns.map(|n| n as f64 / 1000.0);
+    let clocksource = outputs
+        .iter()
+        .flat_map(|(_, v)| v.iter())
+        .filter_map(|o| {
+            o.env
+                .as_ref()?
+                .get("clocksource")?
+                .as_str()
+                .map(str::to_string)
+        })
+        .reduce(|a, b| if a == b { a } else { format!("{a}, {b}") });
     let (checks, note) = match (report::pair(&columns), columns.first()) {
         (Some((u, p)), _) => (
             report::acceptance(u, p, l_us.unwrap_or(1000.0), qd),
@@ -328,7 +388,7 @@ pub fn main(mut a: Args) -> Result<i32> {
     let mut md = format!(
         "### bufaio bench {run_id}\n\n{} accel ({}), {} vCPU, {} MiB; slow device null_blk L = {}; {} cold reads per point, {} MiB file, {} warm reads; repeats {}; kernels: {}{}\n",
         format!("{:?}", accel.accel).to_uppercase(),
-        accel.reason,
+        accel.reason.split(" (").next().unwrap_or(""),
         ctx.cfg.qemu.cpus,
         ctx.cfg.qemu.memory_mib,
         l_us.map(|l| format!("{l:.0} µs")).unwrap_or_else(|| "?".into()),
@@ -347,6 +407,35 @@ pub fn main(mut a: Args) -> Result<i32> {
             ""
         }
     );
+    let online = outputs.iter().flat_map(|(_, v)| v.iter()).find_map(|o| {
+        o.env
+            .as_ref()?
+            .get("online_cpus")?
+            .as_str()
+            .map(str::to_string)
+    });
+    if let Some(cpus) = &online {
+        let _ = std::fmt::Write::write_fmt(
+            &mut md,
+            format_args!(
+                "\nGuest CPUs online: {cpus} (QEMU -smp {})\n",
+                ctx.cfg.qemu.cpus
+            ),
+        );
+    }
+    if let Some(cs) = &clocksource {
+        let _ = std::fmt::Write::write_fmt(
+            &mut md,
+            format_args!(
+                "\nGuest clocksource: {cs}{}\n",
+                if cs.contains("jiffies") {
+                    " — WARNING: times and the null_blk timer are quantised to the 4 ms tick; these figures are not comparable"
+                } else {
+                    ""
+                }
+            ),
+        );
+    }
     md.push_str(&report::table(&columns));
     md.push_str(&report::fio_table(&fio_rows));
     md.push_str(&report::acceptance_table(&checks, &note));
@@ -357,6 +446,8 @@ pub fn main(mut a: Args) -> Result<i32> {
         accel: format!("{:?}", accel.accel),
         accel_reason: accel.reason.clone(),
         device_latency_ns: lat_ns,
+        clocksource: clocksource.clone(),
+        kernel_append: &append,
         repeats: a.repeat.max(1),
         guest_argv: &argv,
         series: series.patches.iter().map(|p| p.name.clone()).collect(),
@@ -376,7 +467,7 @@ pub fn main(mut a: Args) -> Result<i32> {
         kernel_selection: format!("{:?}", a.kernel).to_lowercase(),
         flavor: a.common.flavor.clone(),
         filters: vec![],
-        append: a.common.append.clone(),
+        append: append.clone(),
         source: crate::report::source_of(&src),
         patches: crate::report::patches_of(&series.patches),
         kernels: crate::report::kernels_of(&builds, &results),
