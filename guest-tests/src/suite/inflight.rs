@@ -147,25 +147,42 @@ fn cold_files(
 /// One cold read per file, each in its own io_submit, each probed with a
 /// zero-timeout io_getevents right after. Asserts the median submit time is
 /// below L/2 and at most MAX_NOISY probes found the read already complete.
-fn submit_probe(
-    ctx: &Ctx,
-    files: &[File],
-    seed: u64,
+/// What [`submit_probe`] reads from each file.
+struct Probe<'a> {
     off: u64,
     len: usize,
+    /// Metadata sectors each read must additionally cause (coldness check).
     extra_sectors: usize,
-    what: &str,
-) -> TestResult {
+    /// O_DIRECT file: use a 4096-aligned buffer.
+    direct: bool,
+    what: &'a str,
+}
+
+fn submit_probe(ctx: &Ctx, files: &[File], seed: u64, p: Probe) -> TestResult {
+    let Probe {
+        off,
+        len,
+        extra_sectors,
+        direct,
+        what,
+    } = p;
     let dev = require_slow(ctx)?;
     let mut ring = Ring::new(8)?;
     let before = dev.sectors_read()?;
     let mut times = Vec::new();
+    let mut totals = Vec::new();
     let mut done_at_once = 0;
     for (i, f) in files.iter().enumerate() {
         // Cold again for every probe: earlier probes may have cached shared
         // metadata (an inode-table or indirect block).
         ctx.drop_caches()?;
-        ring.submit_all(vec![Op::pread(f.as_raw_fd(), off, len).with_data(i as u64)])?;
+        let op = if direct {
+            Op::pread_aligned(f.as_raw_fd(), off, len, 4096).map_err(|e| e.to_string())?
+        } else {
+            Op::pread(f.as_raw_fd(), off, len)
+        };
+        let t0 = Instant::now();
+        ring.submit_all(vec![op.with_data(i as u64)])?;
         let t = ring.last_submit;
         let early = ring
             .getevents(0, 1, Some(Duration::ZERO))
@@ -178,13 +195,15 @@ fn submit_probe(
         if cs.is_empty() {
             cs = ring.reap(1, REAP_TIMEOUT)?;
         }
+        totals.push(t0.elapsed());
         let c = &cs[0];
         check_full(c, seed + i as u64)?;
     }
     let after = dev.sectors_read()?;
     println!(
-        "{what}: io_submit of a cold {len}-byte read at {off}: {}; complete when io_submit returned: {done_at_once}/{}; device read {} sectors; clocksource {}",
+        "{what}: io_submit of a cold {len}-byte read at {off}: {}; completion reaped after {} (median); complete when io_submit returned: {done_at_once}/{}; device read {} sectors; clocksource {}",
         stats(&times),
+        us(median(&totals)),
         files.len(),
         after - before,
         clocksource()
@@ -219,7 +238,18 @@ pub fn nonblocking_submit(ctx: &Ctx) -> TestResult {
     const SEED: u64 = 0x5B00;
     require_slow(ctx)?;
     let files = cold_files(ctx, 9, SEED, (0, 64 * KIB), true, true)?;
-    submit_probe(ctx, &files, SEED, 0, 4 * KIB, 0, "data cold, O_NOATIME")
+    submit_probe(
+        ctx,
+        &files,
+        SEED,
+        Probe {
+            off: 0,
+            len: 4 * KIB,
+            extra_sectors: 0,
+            direct: false,
+            what: "data cold, O_NOATIME",
+        },
+    )
 }
 
 /// New behaviour: the same with the block-mapping metadata cold too: the
@@ -235,10 +265,13 @@ pub fn nonblocking_submit_metadata(ctx: &Ctx) -> TestResult {
         ctx,
         &files,
         SEED,
-        OFF + 4096,
-        4 * KIB,
-        4,
-        "data+mapping metadata cold, O_NOATIME",
+        Probe {
+            off: OFF + 4096,
+            len: 4 * KIB,
+            extra_sectors: 4,
+            direct: false,
+            what: "data+mapping metadata cold, O_NOATIME",
+        },
     )
 }
 
@@ -254,10 +287,44 @@ pub fn nonblocking_submit_atime(ctx: &Ctx) -> TestResult {
         ctx,
         &files,
         SEED,
-        0,
-        4 * KIB,
-        0,
-        "data cold, atime update due",
+        Probe {
+            off: 0,
+            len: 4 * KIB,
+            extra_sectors: 0,
+            direct: false,
+            what: "data cold, atime update due",
+        },
+    )
+}
+
+/// Calibration, both kernels: the same probe on O_DIRECT reads (which the
+/// unpatched kernel already submits asynchronously) must pass. Shows that
+/// the measurement can tell "queued" from "waited" on this machine and
+/// gives the baseline cost of an asynchronous submit.
+pub fn probe_calibration_odirect(ctx: &Ctx) -> TestResult {
+    const SEED: u64 = 0x5B30;
+    require_slow(ctx)?;
+    let buffered = cold_files(ctx, 9, SEED, (0, 64 * KIB), false, true)?;
+    let mut files = Vec::new();
+    for i in 0..buffered.len() {
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECT | libc::O_NOATIME)
+            .open(ctx.path(&format!("cold{i}")))
+            .map_err(|e| format!("open cold{i} O_DIRECT: {e}"))?;
+        files.push(f);
+    }
+    submit_probe(
+        ctx,
+        &files,
+        SEED,
+        Probe {
+            off: 0,
+            len: 4 * KIB,
+            extra_sectors: 0,
+            direct: true,
+            what: "O_DIRECT, data cold",
+        },
     )
 }
 

@@ -116,6 +116,11 @@ pub const TESTS: &[TestDef] = &[
     fs_test("read/partial_cache", read::partial_cache).on(Device::PreferSlow),
     fs_test("read/iocb_overwrite", read::iocb_overwrite).on(Device::PreferSlow),
     fs_test("read/warm_fast_path", inflight::warm_fast_path),
+    fs_test(
+        "read/probe_calibration_odirect",
+        inflight::probe_calibration_odirect,
+    )
+    .on(Device::Slow),
     fs_test("read/nonblocking_submit", inflight::nonblocking_submit)
         .on(Device::Slow)
         .new_behaviour(),
