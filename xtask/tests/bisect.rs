@@ -157,6 +157,44 @@ fn git_bisect_finds_the_regression_and_reports_the_skip() {
         .parse()
         .unwrap();
     assert!(builds <= 4, "at most ceil(log2 5) + 1 builds, got {builds}");
+
+    // The same range with `git bisect run` driving `xtask bisect run`.
+    git(&repo, &["bisect", "start", &bad, &good]);
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(&repo)
+        .args([
+            "bisect",
+            "run",
+            env!("CARGO_BIN_EXE_xtask"),
+            "bisect",
+            "run",
+            "--kernel-dir",
+        ])
+        .arg(&repo)
+        .args(["--series", series.to_str().unwrap(), "--test", "errors/*"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    eprintln!(
+        "--- git bisect run\n{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "git bisect run failed");
+    assert!(
+        text.contains(&format!("{b} is the first bad commit")),
+        "{text}"
+    );
+    git(&repo, &["bisect", "reset"]);
+    assert_eq!(git(&repo, &["rev-parse", "HEAD"]), bad);
+    assert_eq!(git(&repo, &["status", "--porcelain"]), "");
+    // `bisect run` keeps its worktree (incremental builds across steps);
+    // drop it with git, as a user would once done.
+    let list = git(&repo, &["worktree", "list", "--porcelain"]);
+    for wt in list.lines().filter_map(|l| l.strip_prefix("worktree ")).skip(1) {
+        git(&repo, &["worktree", "remove", "--force", wt]);
+    }
+    assert_eq!(git(&repo, &["worktree", "list"]).lines().count(), 1);
 }
 
 #[test]
