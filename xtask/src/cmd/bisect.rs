@@ -756,6 +756,11 @@ fn run_step(a: RunArgs) -> Result<i32> {
         }
         Err(e) => return Err(e),
     };
+    b.say(&format!(
+        "worktree kept for incremental builds of the next steps: {} (drop it with `git -C {} worktree remove --force <path>` when done)",
+        ctx.cache.root.join("worktrees").display(),
+        a.kernel_dir.display()
+    ));
     Ok(match step.verdict {
         Verdict::Good => 0,
         Verdict::Bad => 1,
