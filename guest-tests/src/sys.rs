@@ -447,3 +447,14 @@ pub fn ext4_checkpoint(fd: &impl AsRawFd) -> io::Result<()> {
     // SAFETY: the ioctl reads one u32 through the pointer.
     check(unsafe { libc::ioctl(fd.as_raw_fd(), EXT4_IOC_CHECKPOINT, &flags) }).map(|_| ())
 }
+
+/// Voluntary and involuntary context switches of the calling thread so far
+/// (`getrusage(RUSAGE_THREAD)`: ru_nvcsw, ru_nivcsw). A voluntary switch
+/// means the thread slept (e.g. waited for I/O).
+pub fn thread_ctx_switches() -> io::Result<(u64, u64)> {
+    // SAFETY: rusage is plain old data; all-zero is a valid value.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `ru` is a valid, writable rusage.
+    check(unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) })?;
+    Ok((ru.ru_nvcsw as u64, ru.ru_nivcsw as u64))
+}
