@@ -42,11 +42,18 @@ fn cpu_factor() -> u32 {
     }
 }
 
-/// How many of the repeated "was it still in flight right after io_submit"
-/// probes may come out wrong before a new-behaviour test fails: under TCG a
-/// vCPU can stall for a millisecond between io_submit returning and the
-/// next syscall, letting a correctly queued read complete meanwhile.
-const MAX_NOISY: usize = 1;
+/// How many of `n` repeated "was it still in flight right after
+/// io_submit" probes may come out wrong before a test fails: a third.
+/// Under TCG a vCPU can stall for a millisecond between io_submit returning
+/// and the next syscall (or io_submit itself is slow once), letting a
+/// correctly queued read complete meanwhile; observed at up to ~1 in 9 on
+/// O_DIRECT. The unpatched kernel gets every probe wrong.
+fn max_noisy(n: usize) -> usize {
+    n / 3
+}
+
+/// Repetitions of the single-read probes (one file each).
+const PROBES: usize = 15;
 
 /// res == length and the data equals the pattern; nothing past res written.
 fn check_full(c: &Completion, seed: u64) -> Result<(), String> {
@@ -146,7 +153,7 @@ fn cold_files(
 
 /// One cold read per file, each in its own io_submit, each probed with a
 /// zero-timeout io_getevents right after. Asserts the median submit time is
-/// below L/2 and at most MAX_NOISY probes found the read already complete.
+/// below L/2 and at most a third of the probes found the read already complete.
 /// What [`submit_probe`] reads from each file.
 struct Probe<'a> {
     off: u64,
@@ -232,7 +239,7 @@ fn submit_probe(ctx: &Ctx, files: &[File], seed: u64, p: Probe) -> TestResult {
         cpu_factor()
     );
     ensure!(
-        done_at_once <= MAX_NOISY,
+        done_at_once <= max_noisy(files.len()),
         "{done_at_once} of {} cold reads were already complete when io_submit returned (zero-timeout io_getevents found them)",
         files.len()
     );
@@ -244,7 +251,7 @@ fn submit_probe(ctx: &Ctx, files: &[File], seed: u64, p: Probe) -> TestResult {
 pub fn nonblocking_submit(ctx: &Ctx) -> TestResult {
     const SEED: u64 = 0x5B00;
     require_slow(ctx)?;
-    let files = cold_files(ctx, 9, SEED, (0, 64 * KIB), true, true)?;
+    let files = cold_files(ctx, PROBES, SEED, (0, 64 * KIB), true, true)?;
     submit_probe(
         ctx,
         &files,
@@ -266,7 +273,7 @@ pub fn nonblocking_submit_metadata(ctx: &Ctx) -> TestResult {
     const SEED: u64 = 0x5B10;
     const OFF: u64 = 1 << 20;
     require_slow(ctx)?;
-    let files = cold_files(ctx, 9, SEED, (OFF, 64 * KIB), false, true)?;
+    let files = cold_files(ctx, PROBES, SEED, (OFF, 64 * KIB), false, true)?;
     // double-indirect + indirect block: 2 blocks of >= 1 KiB each
     submit_probe(
         ctx,
@@ -289,7 +296,7 @@ pub fn nonblocking_submit_metadata(ctx: &Ctx) -> TestResult {
 pub fn nonblocking_submit_atime(ctx: &Ctx) -> TestResult {
     const SEED: u64 = 0x5B20;
     require_slow(ctx)?;
-    let files = cold_files(ctx, 9, SEED, (0, 64 * KIB), true, false)?;
+    let files = cold_files(ctx, PROBES, SEED, (0, 64 * KIB), true, false)?;
     submit_probe(
         ctx,
         &files,
@@ -311,7 +318,7 @@ pub fn nonblocking_submit_atime(ctx: &Ctx) -> TestResult {
 pub fn probe_calibration_odirect(ctx: &Ctx) -> TestResult {
     const SEED: u64 = 0x5B30;
     require_slow(ctx)?;
-    let buffered = cold_files(ctx, 9, SEED, (0, 64 * KIB), false, true)?;
+    let buffered = cold_files(ctx, PROBES, SEED, (0, 64 * KIB), false, true)?;
     let mut files = Vec::new();
     for i in 0..buffered.len() {
         let f = std::fs::OpenOptions::new()
@@ -422,7 +429,7 @@ fn read_eventfd(efd: &mut File) -> Result<u64, String> {
 /// by then the event is in the ring.
 pub fn eventfd_nonblocking(ctx: &Ctx) -> TestResult {
     const SEED: u64 = 0xEF00;
-    const N: usize = 5;
+    const N: usize = 9;
     require_slow(ctx)?;
     let files = cold_files(ctx, N, SEED, (0, 64 * KIB), true, true)?;
     let efd_owned = sys::eventfd(0, libc::EFD_NONBLOCK).map_err(|e| format!("eventfd: {e}"))?;
@@ -459,7 +466,7 @@ pub fn eventfd_nonblocking(ctx: &Ctx) -> TestResult {
     println!("eventfd readable right after io_submit of a cold read: {readable_at_once}/{N}");
     ring.finish(REAP_TIMEOUT)?;
     ensure!(
-        readable_at_once <= MAX_NOISY,
+        readable_at_once <= max_noisy(N),
         "the eventfd was already readable right after io_submit for {readable_at_once} of {N} cold reads"
     );
     Ok(())
