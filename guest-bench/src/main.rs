@@ -51,7 +51,7 @@ impl Default for Opts {
             engines: Engine::ALL.to_vec(),
             workloads: vec!["rand4k".into(), "seq1m".into(), "warm4k".into()],
             reads: 2000,
-            warm_reads: 20000,
+            warm_reads: 100000,
             file_mib: 128,
             seed: 0x6275_6661_696f,
             seq_qd: 1,

@@ -30,7 +30,7 @@ pub struct Args {
     #[arg(long, default_value_t = 2000)]
     pub reads: usize,
     /// Warm-cache reads per point.
-    #[arg(long, default_value_t = 20000)]
+    #[arg(long, default_value_t = 100000)]
     pub warm_reads: usize,
     /// Size of the benchmark file on each filesystem (MiB).
     #[arg(long, default_value_t = 128)]
@@ -418,7 +418,7 @@ pub fn main(mut a: Args) -> Result<i32> {
         let _ = std::fmt::Write::write_fmt(
             &mut md,
             format_args!(
-                "\nGuest CPUs online: {cpus} (QEMU -smp {})\n",
+                "\nGuest CPUs online (/sys/devices/system/cpu/online): {cpus} — QEMU -smp {}\n",
                 ctx.cfg.qemu.cpus
             ),
         );
