@@ -93,13 +93,28 @@ pub fn build_kernels(
     flavor: &str,
     log_dir: &Path,
 ) -> Result<(Fetched, Vec<KernelBuild>)> {
+    build_kernels_with(ctx, series, sel, flavor, log_dir, &[])
+}
+
+/// [`build_kernels`] with `extra` fragments merged after the flavor's (e.g.
+/// `kconfigs/net.config` for `cargo xtask vm`). The build dir is keyed by the
+/// fragments' content, so such a kernel gets a build dir of its own.
+pub fn build_kernels_with(
+    ctx: &Ctx,
+    series: &Series,
+    sel: KernelSel,
+    flavor: &str,
+    log_dir: &Path,
+    extra: &[PathBuf],
+) -> Result<(Fetched, Vec<KernelBuild>)> {
     if let Some(bz) = &ctx.prebuilt {
         return prebuilt(bz, flavor);
     }
-    let fragments = ctx
+    let mut fragments = ctx
         .cfg
         .fragments(flavor)
         .map_err(|e| crate::error::usage(format!("{e:#}")))?;
+    fragments.extend(extra.iter().cloned());
     let _lock = ctx.cache.lock()?;
     let src = fetch::fetch(&ctx.cfg.kernel.sources, &ctx.cache, &ctx.ui)?;
     let mut out: Vec<KernelBuild> = Vec::new();
@@ -340,6 +355,8 @@ pub fn boot_and_test(
         append.push(ctx.cfg.qemu.append.trim().to_string());
     }
     append.extend(opts.append.iter().cloned());
+    let clock = vm::tcg_clock_args(opts.accel.accel, &append);
+    append.extend(clock);
     let spec = VmSpec {
         binary: ctx.cfg.qemu.binary.clone(),
         accel: opts.accel.accel,
@@ -483,7 +500,7 @@ pub fn boot_and_test(
     Ok(res)
 }
 
-fn load_allowlist(ctx: &Ctx) -> Result<scan::Allowlist> {
+pub fn load_allowlist(ctx: &Ctx) -> Result<scan::Allowlist> {
     match &ctx.cfg.splat_allowlist {
         None => Ok(scan::Allowlist::empty()),
         Some(p) => {

@@ -341,3 +341,37 @@ pub fn choose_accel(
         reason,
     })
 }
+
+/// The host TSC rate in kHz, measured once per process. Under TCG the guest
+/// TSC runs at the host's rate, but the guest's own calibration against the
+/// emulated PIT fails on a loaded host and leaves it on jiffies (4 ms quanta),
+/// which ruins every latency measurement; `tsc_early_khz=` fixes that.
+pub fn host_tsc_khz() -> Option<u64> {
+    static KHZ: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    *KHZ.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let t = Instant::now();
+            // SAFETY: rdtsc has no preconditions on x86_64.
+            let a = unsafe { core::arch::x86_64::_rdtsc() };
+            std::thread::sleep(Duration::from_millis(200));
+            // SAFETY: as above.
+            let b = unsafe { core::arch::x86_64::_rdtsc() };
+            let khz = (b.wrapping_sub(a) as f64 / t.elapsed().as_secs_f64() / 1000.0) as u64;
+            (khz > 100_000).then_some(khz)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        None
+    })
+}
+
+/// Kernel command-line words that give a TCG guest a usable clock.
+pub fn tcg_clock_args(accel: Accel, append: &[String]) -> Vec<String> {
+    if accel != Accel::Tcg || append.iter().any(|w| w.starts_with("tsc")) {
+        return Vec::new();
+    }
+    match host_tsc_khz() {
+        Some(khz) => vec![format!("tsc_early_khz={khz}"), "tsc=reliable".into()],
+        None => Vec::new(),
+    }
+}
