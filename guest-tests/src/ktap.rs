@@ -114,6 +114,17 @@ impl KtapWriter {
         self.lines(&format_header(kernel, filesystems, n))
     }
 
+    /// The first two header lines, written as soon as the guest is up (before
+    /// the slow-device copy) so the host sees the results channel early.
+    pub fn preamble(&mut self, kernel: &str) -> io::Result<()> {
+        self.lines(&format_header(kernel, &[], 0)[..2])
+    }
+
+    /// The rest of the header after [`KtapWriter::preamble`].
+    pub fn plan(&mut self, filesystems: &[String], n: usize) -> io::Result<()> {
+        self.lines(&format_header("", filesystems, n)[2..])
+    }
+
     pub fn result(&mut self, r: &TestReport) -> io::Result<()> {
         self.lines(&format_result(r))
     }
