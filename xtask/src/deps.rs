@@ -103,6 +103,24 @@ pub const DEPS: &[Dep] = &[
         why: "a shell and tools inside the guest for `exec`",
     },
     Dep {
+        package: "dropbear-bin",
+        probe: Probe::File("/usr/sbin/dropbear"),
+        required: false,
+        why: "SSH server (and host keys) for the `vm` guest",
+    },
+    Dep {
+        package: "openssh-client",
+        probe: Probe::Exe("ssh-keygen"),
+        required: false,
+        why: "per-VM ed25519 client keys for `vm`/`ssh`/`push`",
+    },
+    Dep {
+        package: "openssh-sftp-server",
+        probe: Probe::File("/usr/lib/openssh/sftp-server"),
+        required: false,
+        why: "SFTP inside the `vm` guest (uploads by `push`)",
+    },
+    Dep {
         package: "ccache",
         probe: Probe::Exe("ccache"),
         required: false,

@@ -84,6 +84,7 @@ fn cell(verdict: Option<&str>) -> &'static str {
         Some("skip") => "⏭ skip",
         Some("xfail") => "✅ xfail",
         Some("xpass") => "❌ XPASS",
+        Some("todo") => "🚧 todo",
         _ => "—",
     }
 }

@@ -59,6 +59,9 @@ pub struct TestResult {
     pub duration_ms: Option<u64>,
     /// A diagnostic starts with `TIMEOUT`, or the directive is `TIMEOUT`.
     pub timed_out: bool,
+    /// The directive is `TODO`: a known, tracked gap; its failure is reported
+    /// but does not fail the run (TAP semantics).
+    pub todo: bool,
 }
 
 /// Everything parsed from one KTAP stream.
@@ -309,6 +312,7 @@ impl Parser {
         let diagnostics = std::mem::take(&mut self.pending_diag);
         let timed_out = matches!(directive, Some((Directive::Timeout, _)))
             || diagnostics.iter().any(|d| d.starts_with("TIMEOUT"));
+        let todo = matches!(directive, Some((Directive::Todo, _)));
         self.report.tests.push(TestResult {
             number,
             name: name.to_string(),
@@ -317,6 +321,7 @@ impl Parser {
             diagnostics,
             duration_ms: self.pending_time.take(),
             timed_out,
+            todo,
         });
     }
 }
@@ -409,6 +414,7 @@ mod tests {
                 diagnostics: vec![],
                 duration_ms: Some(12),
                 timed_out: false,
+                todo: false,
             }
         );
         assert_eq!(t[1].status, Status::Fail);
@@ -554,6 +560,7 @@ mod tests {
             (t[1].status.clone(), t[1].directive.as_deref()),
             (Status::Fail, Some("not yet"))
         );
+        assert!(t[1].todo && !t[2].todo);
         assert_eq!(
             (t[2].status.clone(), t[2].directive.as_deref()),
             (Status::Skip, Some(""))

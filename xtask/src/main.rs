@@ -21,6 +21,7 @@ mod qemu;
 mod report;
 mod rootfs;
 mod scan;
+mod ssh;
 mod ui;
 mod vm;
 mod yaml;
@@ -68,6 +69,12 @@ enum Cmd {
     CheckSeries(cmd::check_series::Args),
     /// actionlint and zizmor over .github/workflows (tools installed on first use).
     LintWorkflows,
+    /// Boot a kernel with networking and an SSH server and keep it running (--stop ends it).
+    Vm(cmd::vm::Args),
+    /// SSH into the `vm` guest: run a command (after --) or an interactive shell.
+    Ssh(cmd::ssh::Args),
+    /// Rebuild guest-tests, upload it to the `vm` guest and (--run) run tests there.
+    Push(cmd::push::Args),
 }
 
 fn fetch_only(config: std::path::PathBuf) -> anyhow::Result<i32> {
@@ -113,6 +120,9 @@ fn main() {
         Cmd::Bisect(c) => cmd::bisect::main(c),
         Cmd::CheckSeries(a) => cmd::check_series::main(a),
         Cmd::LintWorkflows => cmd::lint_workflows::main(),
+        Cmd::Vm(a) => cmd::vm::main(a),
+        Cmd::Ssh(a) => cmd::ssh::main(a),
+        Cmd::Push(a) => cmd::push::main(a),
     };
     match r {
         Ok(code) => std::process::exit(code),

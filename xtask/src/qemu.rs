@@ -63,6 +63,25 @@ pub fn console_args() -> Vec<String> {
     vec!["-serial".into(), "stdio".into()]
 }
 
+/// Console on the first serial port, written by QEMU to a file (a VM that
+/// outlives the command that started it: `cargo xtask vm`).
+pub fn console_file_args(path: &Path) -> Vec<String> {
+    vec!["-serial".into(), format!("file:{}", path.display())]
+}
+
+/// virtio-net behind QEMU user networking. The only way in is the guest's
+/// port 22 forwarded from `127.0.0.1:host_port` (loopback only);
+/// `restrict=on` keeps the guest from reaching the host or anything beyond
+/// (explicit forwards still work).
+pub fn net_args(host_port: u16) -> Vec<String> {
+    vec![
+        "-netdev".into(),
+        format!("user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{host_port}-:22"),
+        "-device".into(),
+        "virtio-net-pci,netdev=n0".into(),
+    ]
+}
+
 pub fn kernel_args(kernel: &Path, append: &str) -> Vec<String> {
     vec![
         "-kernel".into(),
@@ -199,6 +218,21 @@ mod tests {
         );
         assert_eq!(a[3], "file=/b.img,format=raw,if=virtio,cache=unsafe");
         assert!(a[5].starts_with("file=/c.img"));
+    }
+
+    #[test]
+    fn net_forward_is_loopback_only_and_restricted() {
+        let a = net_args(40022);
+        assert_eq!(a[0], "-netdev");
+        assert_eq!(
+            a[1],
+            "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:40022-:22"
+        );
+        assert_eq!(a[2..], ["-device", "virtio-net-pci,netdev=n0"]);
+        assert_eq!(
+            console_file_args(Path::new("/r/console.log")),
+            ["-serial", "file:/r/console.log"]
+        );
     }
 
     #[test]

@@ -154,6 +154,7 @@ fn mark(s: Option<Verdict>) -> &'static str {
         Some(Verdict::Skip) => "skip",
         Some(Verdict::XFail) => "xfail",
         Some(Verdict::XPass) => "XPASS",
+        Some(Verdict::Todo) => "todo",
         None => "-",
     }
 }

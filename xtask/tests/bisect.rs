@@ -191,7 +191,11 @@ fn git_bisect_finds_the_regression_and_reports_the_skip() {
     // `bisect run` keeps its worktree (incremental builds across steps);
     // drop it with git, as a user would once done.
     let list = git(&repo, &["worktree", "list", "--porcelain"]);
-    for wt in list.lines().filter_map(|l| l.strip_prefix("worktree ")).skip(1) {
+    for wt in list
+        .lines()
+        .filter_map(|l| l.strip_prefix("worktree "))
+        .skip(1)
+    {
         git(&repo, &["worktree", "remove", "--force", wt]);
     }
     assert_eq!(git(&repo, &["worktree", "list"]).lines().count(), 1);

@@ -8,7 +8,10 @@ pub mod build;
 pub mod check_series;
 pub mod exec;
 pub mod lint_workflows;
+pub mod push;
 pub mod run;
+pub mod ssh;
+pub mod vm;
 
 use crate::cache::Cache;
 use crate::config::Config;
