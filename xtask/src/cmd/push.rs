@@ -4,7 +4,8 @@
 //!
 //! The tests run as the ordinary suite: `guest-tests --init` in a private
 //! mount namespace (`unshare -m`) whose `/proc/cmdline` is a bind mount of
-//! `bufaio.mode=suite bufaio.filter=…`, so the runner, the slow-device copy,
+//! `bufaio.mode=suite bufaio.filter=…` and where PID 1's mounts of the test
+//! disks are dropped first (the same superblocks are mounted again), so the runner, the slow-device copy,
 //! the mounts, the new-behaviour markers and the KTAP are exactly those of a
 //! run. PID 1 holds the `bufaio.ktap` port, so KTAP comes back on stdout
 //! with the `KTAP: ` console prefix; it is parsed by `ktap.rs` and judged by
@@ -44,7 +45,7 @@ pub const GUEST_BIN: &str = "/tmp/guest-tests";
 pub fn run_command(filters: &[String], test_timeout: u64) -> String {
     format!(
         "printf '%s\\n' 'bufaio.mode=suite bufaio.filter={} bufaio.test_timeout={test_timeout}' > /tmp/bufaio-push.cmdline && sync && \
-         exec unshare -m sh -c 'mount --bind /tmp/bufaio-push.cmdline /proc/cmdline && exec {GUEST_BIN} --init'",
+         exec unshare -m sh -c 'umount /mnt/ext2 /mnt/ext3; mount --bind /tmp/bufaio-push.cmdline /proc/cmdline && exec {GUEST_BIN} --init'",
         filters.join(",")
     )
 }
@@ -237,6 +238,6 @@ mod tests {
             ),
             "{c}"
         );
-        assert!(c.contains("unshare -m sh -c 'mount --bind /tmp/bufaio-push.cmdline /proc/cmdline && exec /tmp/guest-tests --init'"));
+        assert!(c.contains("unshare -m sh -c 'umount /mnt/ext2 /mnt/ext3; mount --bind /tmp/bufaio-push.cmdline /proc/cmdline && exec /tmp/guest-tests --init'"));
     }
 }
