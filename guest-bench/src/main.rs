@@ -21,7 +21,10 @@ use std::time::Instant;
 const USAGE: &str =
     "usage: guest-bench [--fs ext2,ext3 | --dir DIR [--dev NAME]] [--full] [--qd 1,8,32]
   [--engines sync,pool,aio,uring] [--workloads rand4k,seq1m,warm4k] [--reads N]
-  [--warm-reads N] [--file-mib M] [--seed S] [--seq-qd N] [--fio-dir DIR] [--fio-only] [--no-drop]";
+  [--warm-reads N] [--file-mib M] [--seed S] [--seq-qd N] [--fio-dir DIR] [--fio-only] [--no-drop] [--fadv-random]";
+
+/// Set from --fadv-random before any point runs.
+static FADV_RANDOM: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 #[derive(Debug, Clone)]
 pub struct Opts {
@@ -39,6 +42,9 @@ pub struct Opts {
     fio_dir: Option<PathBuf>,
     fio_only: bool,
     drop: bool,
+    /// POSIX_FADV_RANDOM on every benchmark fd (what fio does for random
+    /// workloads by default: fadvise_hint=1).
+    fadv_random: bool,
 }
 
 impl Default for Opts {
@@ -58,6 +64,7 @@ impl Default for Opts {
             fio_dir: None,
             fio_only: false,
             drop: true,
+            fadv_random: false,
         }
     }
 }
@@ -100,6 +107,7 @@ pub fn parse_args(args: &[String]) -> Result<Opts, String> {
             "--fio-dir" => o.fio_dir = Some(PathBuf::from(val()?)),
             "--fio-only" => o.fio_only = true,
             "--no-drop" => o.drop = false,
+            "--fadv-random" => o.fadv_random = true,
             "--help" | "-h" => return Err(USAGE.into()),
             _ => return Err(format!("unknown argument {a}\n{USAGE}")),
         }
@@ -267,6 +275,13 @@ fn point(t: &Target, workload: &str, e: Engine, qd: usize, bs: usize, offs: &[u6
             return 1;
         }
     };
+    if FADV_RANDOM.load(std::sync::atomic::Ordering::Relaxed) {
+        // SAFETY: plain syscall on an fd we own.
+        let r = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_RANDOM) };
+        if r != 0 {
+            log(&format!("posix_fadvise(RANDOM): error {r}"));
+        }
+    }
     let raw = match engines::run(e, f.as_raw_fd(), offs, bs, qd, &t.dev) {
         Ok(r) => r,
         Err(err) => {
@@ -336,7 +351,7 @@ fn run(o: &Opts) -> Result<u64, String> {
         .and_then(|s| s.trim().parse::<u64>().ok());
     out(
         &json!({"kind": "env", "kernel": release, "device_latency_ns": lat_ns,
-        "clocksource": clocksource, "online_cpus": online_cpus(),
+        "clocksource": clocksource, "fadv_random": o.fadv_random, "online_cpus": online_cpus(),
         "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         "reads": o.reads, "warm_reads": o.warm_reads, "file_mib": o.file_mib, "seed": o.seed,
         "qds": o.qds, "engines": o.engines.iter().map(|e| e.name()).collect::<Vec<_>>(),
@@ -424,6 +439,7 @@ fn main() {
             std::process::exit(2);
         }
     };
+    FADV_RANDOM.store(o.fadv_random, std::sync::atomic::Ordering::Relaxed);
     match run(&o) {
         Ok(0) => {}
         Ok(n) => {

@@ -247,6 +247,39 @@ pub struct Check {
     pub pass: Option<bool>,
 }
 
+impl Check {
+    /// Which kernels the target is about: "unpatched", "patched" or "both".
+    pub fn needs(&self) -> &'static str {
+        let t = self.target.as_str();
+        if t.starts_with("unpatched ") {
+            "unpatched"
+        } else if t.contains("× unpatched") || t.contains("of unpatched") {
+            "both"
+        } else {
+            "patched"
+        }
+    }
+}
+
+/// Only one kernel was selected (`--kernel patched|unpatched`): targets about
+/// the other one, or comparing both, are not measurable.
+pub fn restrict(checks: &mut [Check], label: &str) {
+    for c in checks {
+        if c.needs() != label {
+            c.pass = None;
+            c.measured = format!(
+                "{} (needs the {} kernel)",
+                c.measured,
+                if c.needs() == "both" {
+                    "other"
+                } else {
+                    c.needs()
+                }
+            );
+        }
+    }
+}
+
 fn check(fs: &str, target: &str, v: Option<(f64, String)>, ok: impl Fn(f64) -> bool) -> Check {
     Check {
         fs: fs.into(),
@@ -504,6 +537,13 @@ mod tests {
         assert_eq!(by("5 × unpatched").pass, Some(false));
         assert!(by("5 × unpatched").measured.contains("1.00×"));
         let md = acceptance_table(&same, "");
+        let mut only = same.clone();
+        restrict(&mut only, "patched");
+        let by = |t: &str| only.iter().find(|c| c.target.contains(t)).unwrap();
+        assert_eq!(by("unpatched AIO io_submit p99").pass, None);
+        assert_eq!(by("5 × unpatched").pass, None);
+        assert_eq!(by("warm").pass, None);
+        assert_eq!(by("patched AIO io_submit p99").pass, Some(false));
         assert!(md.contains("| MISS |") && md.contains("| PASS |"), "{md}");
     }
 

@@ -373,13 +373,18 @@ pub fn main(mut a: Args) -> Result<i32> {
             report::acceptance(u, p, l_us.unwrap_or(1000.0), qd),
             String::new(),
         ),
-        (None, Some(c)) => (
+        (None, Some(c)) if c.label.contains('+') => (
             report::acceptance(c, c, l_us.unwrap_or(1000.0), qd),
             format!(
-                " — only the {} kernel ran: it stands for both sides",
+                " — {}: one kernel (the series is empty) stands for both sides",
                 c.label
             ),
         ),
+        (None, Some(c)) => {
+            let mut v = report::acceptance(c, c, l_us.unwrap_or(1000.0), qd);
+            report::restrict(&mut v, &c.label);
+            (v, format!(" — only the {} kernel ran", c.label))
+        }
         _ => (vec![], String::new()),
     };
     let fio_rows = report::fio_rows(&columns);
