@@ -82,6 +82,11 @@ pub fn net_args(host_port: u16) -> Vec<String> {
     ]
 }
 
+/// A virtio RNG (host /dev/urandom): the guest's crng is ready at once.
+pub fn rng_args() -> Vec<String> {
+    vec!["-device".into(), "virtio-rng-pci".into()]
+}
+
 pub fn kernel_args(kernel: &Path, append: &str) -> Vec<String> {
     vec![
         "-kernel".into(),
@@ -229,6 +234,7 @@ mod tests {
             "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:40022-:22"
         );
         assert_eq!(a[2..], ["-device", "virtio-net-pci,netdev=n0"]);
+        assert_eq!(rng_args(), ["-device", "virtio-rng-pci"]);
         assert_eq!(
             console_file_args(Path::new("/r/console.log")),
             ["-serial", "file:/r/console.log"]

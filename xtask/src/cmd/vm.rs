@@ -170,6 +170,7 @@ pub fn main(a: Args) -> Result<i32> {
     let mut argv = qemu::command_line(&spec);
     replace_console(&mut argv, &console);
     argv.extend(qemu::net_args(port));
+    argv.extend(qemu::rng_args());
     fs::write(dir.join("qemu-command.txt"), qemu::render(&argv) + "\n")?;
     for p in [&spec.ktap_path, &spec.out_path, &console] {
         fs::write(p, b"")?;
