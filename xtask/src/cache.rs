@@ -79,9 +79,9 @@ impl Cache {
             Err(fs::TryLockError::WouldBlock) => {
                 let holder = fs::read_to_string(&path).unwrap_or_default();
                 eprintln!(
-                    "bufaio: waiting for the cache lock {} (held by another bufaio run: {})",
+                    "bufaio: waiting for the cache lock {} (held by another process; last bufaio holder recorded: {})",
                     path.display(),
-                    holder.trim()
+                    if holder.trim().is_empty() { "none" } else { holder.trim() }
                 );
                 file.lock()
                     .with_context(|| format!("cannot lock {}", path.display()))?;
