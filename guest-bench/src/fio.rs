@@ -9,6 +9,100 @@ use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
 
+/// fio takes a few seconds here; past this it is stuck (seen on a patched
+/// kernel): its threads' kernel stacks are recorded and it is killed, so
+/// the rest of the run still happens.
+const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Where every thread of `pid` is: comm, state, syscall and kernel stack
+/// from /proc (CONFIG_STACKTRACE), one line per thread.
+fn thread_report(pid: u32) -> String {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return String::new();
+    };
+    for e in rd.flatten() {
+        let d = e.path();
+        let rd = |f: &str| std::fs::read_to_string(d.join(f)).unwrap_or_default();
+        let state = rd("stat")
+            .rsplit_once(')')
+            .and_then(|(_, r)| r.split_whitespace().next().map(str::to_string))
+            .unwrap_or_default();
+        let stack: Vec<String> = rd("stack")
+            .lines()
+            .map(|l| l.split_whitespace().nth(1).unwrap_or(l).to_string())
+            .collect();
+        out.push(format!(
+            "tid {} {} state {} wchan {} syscall {} stack {}",
+            e.file_name().to_string_lossy(),
+            rd("comm").trim(),
+            state,
+            rd("wchan").trim(),
+            rd("syscall").split_whitespace().next().unwrap_or("?"),
+            stack.join(" <- ")
+        ));
+    }
+    out.join(" | ")
+}
+
+fn output_with_timeout(
+    cmd: &mut Command,
+    limit: std::time::Duration,
+) -> std::io::Result<std::process::Output> {
+    use std::io::Read;
+    use std::process::Stdio;
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    let mut so = child.stdout.take();
+    let mut se = child.stderr.take();
+    let t_out = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        if let Some(s) = so.as_mut() {
+            let _ = s.read_to_end(&mut v);
+        }
+        v
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        if let Some(s) = se.as_mut() {
+            let _ = s.read_to_end(&mut v);
+        }
+        v
+    });
+    let start = std::time::Instant::now();
+    let mut stuck = None;
+    let status = loop {
+        if let Some(st) = child.try_wait()? {
+            break st;
+        }
+        if start.elapsed() > limit && stuck.is_none() {
+            stuck = Some(thread_report(child.id()));
+            let _ = child.kill();
+        }
+        if start.elapsed() > limit + std::time::Duration::from_secs(10) {
+            return Err(std::io::Error::other(format!(
+                "fio stuck for {} s and not killable; threads: {}",
+                limit.as_secs(),
+                stuck.unwrap_or_default()
+            )));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let stdout = t_out.join().unwrap_or_default();
+    let mut stderr = t_err.join().unwrap_or_default();
+    if let Some(r) = stuck {
+        stderr = format!(
+            "fio still running after {} s, killed; threads: {r}",
+            limit.as_secs()
+        )
+        .into_bytes();
+    }
+    Ok(std::process::Output {
+        status,
+        stdout,
+        stderr,
+    })
+}
+
 /// The shm shim's file name in the fio directory.
 pub const SHIM: &str = "fio-shm-shim.so";
 
@@ -109,7 +203,7 @@ pub fn run(dir: &Path, t: &Target, reads: usize, qd: usize, seed: u64) -> FioPoi
     cmd.args(&args);
     let shown = format!("{cmd:?}");
     let a = Snap::take(&t.dev);
-    let res = cmd.output();
+    let res = output_with_timeout(&mut cmd, TIMEOUT);
     let b = Snap::take(&t.dev);
     let mut p = match res {
         Err(e) => FioPoint {
@@ -149,6 +243,25 @@ pub fn run(dir: &Path, t: &Target, reads: usize, qd: usize, seed: u64) -> FioPoi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stuck_command_is_reported_and_killed() {
+        let t = std::time::Instant::now();
+        let mut c = Command::new("sleep");
+        c.arg("30");
+        let o = output_with_timeout(&mut c, std::time::Duration::from_millis(300)).unwrap();
+        assert!(t.elapsed() < std::time::Duration::from_secs(10));
+        assert!(!o.status.success());
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            e.contains("killed; threads: tid ") && e.contains("sleep"),
+            "{e}"
+        );
+        let mut c = Command::new("echo");
+        c.arg("{}");
+        let o = output_with_timeout(&mut c, std::time::Duration::from_secs(5)).unwrap();
+        assert_eq!(String::from_utf8_lossy(&o.stdout), "{}\n");
+    }
 
     #[test]
     fn parses_fio_json() {
