@@ -226,3 +226,34 @@ fn crashed_guest_is_reported_with_the_console_excerpt() {
     assert!(o.stdout.contains("Kernel panic"), "{}", o.stdout);
     assert!(!dir.join("state.json").exists());
 }
+
+#[test]
+fn sshd_wait_is_bounded_and_leaves_no_qemu() {
+    let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    // One second is too short for any TCG boot to reach sshd.
+    let o = xtask(dir.path(), &["vm", "--wait", "1"]);
+    assert_eq!(
+        o.code, 128,
+        "an sshd that never answers is an infrastructure error"
+    );
+    assert!(
+        o.text.contains("did not answer on 127.0.0.1:"),
+        "{}",
+        o.text
+    );
+    assert!(
+        o.text.contains("console.log"),
+        "names the console log: {}",
+        o.text
+    );
+    let pid: i64 = o
+        .text
+        .split("QEMU (pid ")
+        .nth(1)
+        .and_then(|r| r.split(')').next())
+        .and_then(|p| p.parse().ok())
+        .expect("the message names QEMU's pid");
+    assert!(!alive(pid), "QEMU {pid} left running");
+    assert!(!dir.path().join("state.json").exists());
+}

@@ -209,7 +209,18 @@ pub fn main(a: Args) -> Result<i32> {
     let allow = pipeline::load_allowlist(&ctx)?;
     let wait = Duration::from_secs(a.wait.unwrap_or(ctx.cfg.timeouts.boot_s.max(90)));
     let deadline = start + wait;
+    // QEMU has its own process group: Ctrl-C (or a TERM) while we wait must
+    // not leave it behind.
+    let handler = on_interrupt as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // SAFETY: the handler only stores to an atomic.
+    unsafe {
+        libc::signal(libc::SIGINT, handler);
+        libc::signal(libc::SIGTERM, handler);
+    }
     let r = ssh::connect_until(port, &key, &host_key, deadline, || {
+        if INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
+            bail!("interrupted");
+        }
         if let Some(st) = child.try_wait()? {
             bail!("QEMU exited ({st}) before sshd came up");
         }
@@ -219,6 +230,11 @@ pub fn main(a: Args) -> Result<i32> {
         }
         Ok(())
     });
+    // SAFETY: back to the default dispositions.
+    unsafe {
+        libc::signal(libc::SIGINT, libc::SIG_DFL);
+        libc::signal(libc::SIGTERM, libc::SIG_DFL);
+    }
     let sess = match r {
         Ok(s) => s,
         Err(e) => {
@@ -271,6 +287,12 @@ pub fn main(a: Args) -> Result<i32> {
         key.display()
     );
     Ok(0)
+}
+
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_interrupt(_: libc::c_int) {
+    INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
 }
 
 /// A fresh ed25519 key pair at `key` / `key.pub` (OpenSSH format).
