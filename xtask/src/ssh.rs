@@ -149,9 +149,16 @@ pub fn connect_until(
     mut alive: impl FnMut() -> Result<()>,
 ) -> Result<Session> {
     let mut last = anyhow::anyhow!("no attempt");
+    let mut attempt = 0u64;
     while Instant::now() < deadline {
         alive()?;
-        match connect(port, key, host_key, Duration::from_secs(5)) {
+        // Short first tries: QEMU's user networking accepts at once and then
+        // retries its SYN to the guest with backoff, so an early try can sit
+        // for seconds after sshd is already listening. Later tries allow a
+        // slow key exchange (TCG on a loaded host).
+        attempt += 1;
+        let t = Duration::from_secs(attempt.min(8));
+        match connect(port, key, host_key, t) {
             Ok(s) => return Ok(s),
             Err(e) => {
                 // A wrong host key is not a matter of waiting longer.

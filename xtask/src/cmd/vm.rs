@@ -153,6 +153,9 @@ pub fn main(a: Args) -> Result<i32> {
         append.push(ctx.cfg.qemu.append.trim().to_string());
     }
     append.extend(a.common.append.iter().cloned());
+    // The same usable TCG clock as a run's guest (see vm::tcg_clock_args).
+    let clock = crate::vm::tcg_clock_args(accel.accel, &append);
+    append.extend(clock);
     let spec = VmSpec {
         binary: ctx.cfg.qemu.binary.clone(),
         accel: accel.accel,
