@@ -126,6 +126,12 @@ pub const DEPS: &[Dep] = &[
         required: false,
         why: "faster rebuilds",
     },
+    Dep {
+        package: "fio",
+        probe: Probe::Exe("fio"),
+        required: false,
+        why: "`bench`: fio cross-check (copied into the guest with its libraries)",
+    },
 ];
 
 pub fn present(d: &Dep) -> bool {
