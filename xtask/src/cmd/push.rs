@@ -173,8 +173,18 @@ pub fn main(a: Args) -> Result<i32> {
         String::from_utf8_lossy(&console[(console_start as usize).min(console.len())..])
             .into_owned();
     let splats = scan::scan(&new_console, &allowlist(&root)?);
-    let (outcome, reason) = exitcode::classify(&report, &splats, &VmEnd::Exited, false);
+    let (mut outcome, mut reason) = exitcode::classify(&report, &splats, &VmEnd::Exited, false);
     let alive = st.qemu_alive();
+    if alive && scan::first_failing(&splats).is_none() && !text.contains("KTAP version") {
+        // The kernel is fine but the suite never started (unshare, mount or
+        // guest-tests refused): not a kernel crash.
+        outcome = crate::exitcode::Outcome::Infrastructure;
+        let last: Vec<&str> = out.lines().rev().take(5).collect();
+        reason = format!(
+            "the guest command produced no KTAP (exit {status:?}): {}",
+            last.into_iter().rev().collect::<Vec<_>>().join(" | ")
+        );
+    }
     println!();
     for (t, v) in report.tests.iter().zip(&verdicts) {
         println!(
