@@ -307,8 +307,12 @@ fn client_key(key: &Path) -> Result<&'static str> {
             .arg(key))?;
         return Ok("ssh-keygen");
     }
-    // dropbear only: generate in its format, convert the private key, and
-    // take the public line from dropbearkey -y.
+    client_key_dropbear(key)
+}
+
+/// Without OpenSSH: generate in dropbear's format, convert the private key,
+/// and take the public line from `dropbearkey -y`.
+fn client_key_dropbear(key: &Path) -> Result<&'static str> {
     let db = key.with_extension("dropbear");
     run(Command::new("dropbearkey")
         .args(["-t", "ed25519", "-f"])
@@ -625,6 +629,22 @@ mod tests {
             argv,
             ["q", "-serial", "file:/r/console.log", "-kernel", "k"]
         );
+    }
+
+    #[test]
+    fn dropbear_only_client_key_is_openssh_format() {
+        if crate::fetch::which("dropbearconvert").is_none() {
+            eprintln!("dropbear-bin not installed: skipped");
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        let key = d.path().join("id_ed25519");
+        client_key_dropbear(&key).unwrap();
+        let private = fs::read_to_string(&key).unwrap();
+        assert!(private.starts_with("-----BEGIN OPENSSH PRIVATE KEY-----"));
+        let public = fs::read_to_string(key.with_extension("pub")).unwrap();
+        assert!(public.starts_with("ssh-ed25519 AAAA"), "{public}");
+        assert_eq!(ssh::key_blob(&public).unwrap()[4..15], *b"ssh-ed25519");
     }
 
     #[test]
