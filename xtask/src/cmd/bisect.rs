@@ -138,16 +138,7 @@ impl<'a> Bisector<'a> {
             let d = fs::read_link(&latest)
                 .map(|l| base.join(l))
                 .map_err(|_| usage(format!("--resume: no previous {kind} bisect")))?;
-            let s: State = serde_json::from_str(
-                &fs::read_to_string(d.join("state.json")).context("cannot read state.json")?,
-            )?;
-            if s.key != key {
-                return Err(usage(format!(
-                    "--resume: the last {kind} bisect ({}) had other parameters",
-                    d.display()
-                )));
-            }
-            state = s;
+            state = load_state(&d, &key, kind)?;
             d
         } else {
             let (id, _) = (std::process::id(), ());
@@ -295,8 +286,8 @@ impl<'a> Bisector<'a> {
             let run_dir = self.dir.join(format!("{safe}-try{}", t + 1));
             let r = pipeline::boot_and_test(self.ctx, kb, &root, &job, &opts, &run_dir)?;
             tries.push(r.outcome.label().to_string());
-            match r.outcome {
-                Outcome::Pass => {
+            match try_verdict(r.outcome) {
+                TryVerdict::Good => {
                     let flaky = if t > 0 {
                         format!(" (flaky: failed {t} of {} tries)", t + 1)
                     } else {
@@ -314,10 +305,10 @@ impl<'a> Bisector<'a> {
                         reused: false,
                     });
                 }
-                Outcome::TestFailed | Outcome::KernelCrash => last = Some((r, run_dir)),
-                o => {
+                TryVerdict::Bad => last = Some((r, run_dir)),
+                TryVerdict::Abort => {
                     return Err(crate::error::classified(
-                        o,
+                        r.outcome,
                         format!("{label}: {} — bisect aborted", r.reason),
                     ))
                 }
@@ -347,6 +338,66 @@ impl<'a> Bisector<'a> {
             reused: false,
         })
     }
+}
+
+/// What one boot of a step says.
+#[derive(Debug, PartialEq, Eq)]
+pub enum TryVerdict {
+    Good,
+    Bad,
+    /// Infrastructure or usage trouble: never a verdict on the kernel.
+    Abort,
+}
+
+pub fn try_verdict(o: Outcome) -> TryVerdict {
+    match o {
+        Outcome::Pass => TryVerdict::Good,
+        Outcome::TestFailed | Outcome::KernelCrash => TryVerdict::Bad,
+        Outcome::Untestable | Outcome::Infrastructure | Outcome::Usage => TryVerdict::Abort,
+    }
+}
+
+/// A step that does not apply or build: skipped between upstream commits
+/// (like `git bisect`), bad inside the series (every prefix must build).
+pub fn unbuildable_verdict(series_mode: bool) -> Verdict {
+    if series_mode {
+        Verdict::Bad
+    } else {
+        Verdict::Skip
+    }
+}
+
+/// Exit code of `bisect run` for `git bisect run`.
+pub fn run_exit_code(v: Verdict) -> i32 {
+    match v {
+        Verdict::Good => 0,
+        Verdict::Bad => 1,
+        Verdict::Skip => 125,
+    }
+}
+
+/// Load the state of an interrupted bisect; its parameters must match.
+fn load_state(dir: &Path, key: &str, kind: &str) -> Result<State> {
+    let s: State =
+        serde_json::from_str(&fs::read_to_string(dir.join("state.json")).map_err(|e| {
+            usage(format!(
+                "--resume: cannot read {}: {e}",
+                dir.join("state.json").display()
+            ))
+        })?)
+        .map_err(|e| {
+            usage(format!(
+                "--resume: {}: {e}",
+                dir.join("state.json").display()
+            ))
+        })?;
+    if s.key != key {
+        return Err(usage(format!(
+            "--resume: the last {kind} bisect ({}) had other parameters",
+            dir.display()
+        )));
+    }
+    Ok(s)
 }
 
 /// Binary search over candidates 0..n (index -1 is the known-good end, n-1
@@ -761,11 +812,7 @@ fn run_step(a: RunArgs) -> Result<i32> {
         ctx.cache.root.join("worktrees").display(),
         a.kernel_dir.display()
     ));
-    Ok(match step.verdict {
-        Verdict::Good => 0,
-        Verdict::Bad => 1,
-        Verdict::Skip => 125,
-    })
+    Ok(run_exit_code(step.verdict))
 }
 
 #[cfg(test)]
@@ -799,6 +846,61 @@ mod tests {
                 assert!(seen.len() <= bound, "n={n} fb={fb} steps={}", seen.len());
             }
         }
+    }
+
+    #[test]
+    fn step_verdict_mapping() {
+        assert_eq!(try_verdict(Outcome::Pass), TryVerdict::Good);
+        assert_eq!(try_verdict(Outcome::TestFailed), TryVerdict::Bad);
+        assert_eq!(try_verdict(Outcome::KernelCrash), TryVerdict::Bad);
+        for o in [Outcome::Untestable, Outcome::Infrastructure, Outcome::Usage] {
+            assert_eq!(
+                try_verdict(o),
+                TryVerdict::Abort,
+                "{o:?} never marks a step"
+            );
+        }
+        assert_eq!(unbuildable_verdict(true), Verdict::Bad);
+        assert_eq!(unbuildable_verdict(false), Verdict::Skip);
+        assert_eq!(run_exit_code(Verdict::Good), 0);
+        assert_eq!(run_exit_code(Verdict::Bad), 1);
+        assert_eq!(run_exit_code(Verdict::Skip), 125);
+    }
+
+    #[test]
+    fn resume_state_round_trip_and_parameter_check() {
+        let d = tempfile::tempdir().unwrap();
+        let mut st = State {
+            key: "k1".into(),
+            ..State::default()
+        };
+        st.steps.insert(
+            "prefix 2".into(),
+            Step {
+                label: "prefix 2".into(),
+                verdict: Verdict::Bad,
+                reason: "1 test failed".into(),
+                tries: vec!["test_failed".into(), "test_failed".into()],
+                failing_tests: vec!["errors/einval_opcode".into()],
+                run_dir: None,
+                bzimage_sha256: Some("ab".into()),
+                build_seconds: Some(7.0),
+                reused: false,
+            },
+        );
+        fs::write(
+            d.path().join("state.json"),
+            serde_json::to_string(&st).unwrap(),
+        )
+        .unwrap();
+        let back = load_state(d.path(), "k1", "series").unwrap();
+        assert_eq!(back.steps["prefix 2"].verdict, Verdict::Bad);
+        assert_eq!(back.steps["prefix 2"].tries.len(), 2);
+        let e = load_state(d.path(), "k2", "series").unwrap_err();
+        assert_eq!(outcome_of(&e), Outcome::Usage);
+        assert!(format!("{e:#}").contains("other parameters"));
+        let e = load_state(&d.path().join("nope"), "k1", "series").unwrap_err();
+        assert!(format!("{e:#}").contains("--resume"));
     }
 
     #[test]
