@@ -512,7 +512,7 @@ fn series(a: SeriesArgs) -> Result<i32> {
         match built {
             Ok(kb) => b.judge(&label, &kb),
             Err(e) if outcome_of(&e) == Outcome::Untestable => {
-                b.unbuildable(&label, Verdict::Bad, &e)
+                b.unbuildable(&label, unbuildable_verdict(true), &e)
             }
             Err(e) => Err(e),
         }
@@ -709,7 +709,7 @@ fn git(a: GitArgs) -> Result<i32> {
         ) {
             Ok(kb) => b.judge(&label, &kb),
             Err(e) if outcome_of(&e) == Outcome::Untestable => {
-                b.unbuildable(&label, Verdict::Skip, &e)
+                b.unbuildable(&label, unbuildable_verdict(false), &e)
             }
             Err(e) => Err(e),
         }
@@ -803,7 +803,7 @@ fn run_step(a: RunArgs) -> Result<i32> {
     ) {
         Ok(kb) => b.judge(&label, &kb)?,
         Err(e) if outcome_of(&e) == Outcome::Untestable => {
-            b.unbuildable(&label, Verdict::Skip, &e)?
+            b.unbuildable(&label, unbuildable_verdict(false), &e)?
         }
         Err(e) => return Err(e),
     };
