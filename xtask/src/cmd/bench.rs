@@ -142,25 +142,6 @@ fn fio_files(work: &Path) -> Result<Option<Vec<PathBuf>>> {
     Ok(Some(files))
 }
 
-/// The host's TSC rate in kHz, measured over 200 ms. Under TCG the guest's
-/// TSC runs at the host's rate, but the guest's own calibration against the
-/// PIT often fails on a loaded host; the kernel then runs on refined-jiffies
-/// and every time (and the null_blk timer) is quantised to 4 ms.
-fn host_tsc_khz() -> Option<u64> {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let t = std::time::Instant::now();
-        // SAFETY: rdtsc has no preconditions on x86_64.
-        let a = unsafe { core::arch::x86_64::_rdtsc() };
-        std::thread::sleep(std::time::Duration::from_millis(200));
-        let b = unsafe { core::arch::x86_64::_rdtsc() };
-        let khz = (b.wrapping_sub(a) as f64 / t.elapsed().as_secs_f64() / 1000.0) as u64;
-        (khz > 100_000).then_some(khz)
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    None
-}
-
 #[derive(Serialize)]
 struct KernelRun {
     label: String,
@@ -250,15 +231,16 @@ pub fn main(mut a: Args) -> Result<i32> {
         files,
     };
     let mut append = a.common.append.clone();
-    if accel.accel == crate::qemu::Accel::Tcg && !append.iter().any(|w| w.starts_with("tsc")) {
-        if let Some(khz) = host_tsc_khz() {
-            append.push(format!("tsc_early_khz={khz}"));
-            append.push("tsc=reliable".into());
-            ctx.ui.info(format!(
-                "clock: tsc_early_khz={khz} tsc=reliable (TCG guests otherwise may fall back to jiffies)"
-            ));
-        }
+    // The same TCG clock words boot_and_test would add (recorded here so
+    // bench.json shows the exact kernel command line).
+    let clock = crate::vm::tcg_clock_args(accel.accel, &append);
+    if !clock.is_empty() {
+        ctx.ui.info(format!(
+            "clock: {} (TCG guests otherwise may fall back to jiffies)",
+            clock.join(" ")
+        ));
     }
+    append.extend(clock);
     let opts = BootOpts {
         accel: &accel,
         append: append.clone(),
