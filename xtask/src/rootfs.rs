@@ -30,10 +30,15 @@ pub struct Disk {
 
 pub const GUEST_TARGET: &str = "x86_64-unknown-linux-gnu";
 
-/// Build the guest suite as a static binary (its own target dir, so the host
-/// build cache is not invalidated by the RUSTFLAGS).
+/// Build the guest suite as a static binary.
 pub fn build_guest(root: &Path, ui: &Ui) -> Result<PathBuf> {
-    let stage = ui.stage("guest", "cargo build -p guest-tests (static)");
+    build_static(root, "guest-tests", ui)
+}
+
+/// Build a workspace binary crate for the guest, statically linked (its own
+/// target dir, so the host build cache is not invalidated by the RUSTFLAGS).
+pub fn build_static(root: &Path, package: &str, ui: &Ui) -> Result<PathBuf> {
+    let stage = ui.stage(package, format!("cargo build -p {package} (static)"));
     let target_dir = root.join("target/guest");
     let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(root)
@@ -42,7 +47,7 @@ pub fn build_guest(root: &Path, ui: &Ui) -> Result<PathBuf> {
             "--quiet",
             "--release",
             "-p",
-            "guest-tests",
+            package,
             "--target",
             GUEST_TARGET,
         ])
@@ -50,15 +55,15 @@ pub fn build_guest(root: &Path, ui: &Ui) -> Result<PathBuf> {
         .arg(&target_dir)
         .env("RUSTFLAGS", "-C target-feature=+crt-static")
         .output()
-        .context("cannot run cargo to build guest-tests")?;
+        .with_context(|| format!("cannot run cargo to build {package}"))?;
     if !out.status.success() {
         bail!(
-            "building guest-tests failed:\n{}",
+            "building {package} failed:\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
     }
     stage.finish("ok");
-    Ok(target_dir.join(GUEST_TARGET).join("release/guest-tests"))
+    Ok(target_dir.join(GUEST_TARGET).join("release").join(package))
 }
 
 /// The root image for this guest binary, built once and cached under

@@ -10,7 +10,6 @@ use crate::bench::{self, report, GuestOutput};
 use crate::exitcode::Outcome;
 use crate::patch::Series;
 use crate::pipeline::{self, BootOpts, GuestJob, KernelSel};
-use crate::rootfs::GUEST_TARGET;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -59,32 +58,7 @@ pub struct Args {
 /// Build guest-bench as a static binary (same target dir and flags as the
 /// guest suite).
 fn build_guest_bench(root: &Path, ui: &crate::ui::Ui) -> Result<PathBuf> {
-    let stage = ui.stage("guest-bench", "cargo build -p guest-bench (static)");
-    let target_dir = root.join("target/guest");
-    let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .current_dir(root)
-        .args([
-            "build",
-            "--quiet",
-            "--release",
-            "-p",
-            "guest-bench",
-            "--target",
-            GUEST_TARGET,
-        ])
-        .arg("--target-dir")
-        .arg(&target_dir)
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        .output()
-        .context("cannot run cargo to build guest-bench")?;
-    if !out.status.success() {
-        bail!(
-            "building guest-bench failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    stage.finish("ok");
-    Ok(target_dir.join(GUEST_TARGET).join("release/guest-bench"))
+    crate::rootfs::build_static(root, "guest-bench", ui)
 }
 
 /// The shared libraries and the loader from `ldd` output.
