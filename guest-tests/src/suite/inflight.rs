@@ -606,16 +606,23 @@ pub fn submitter_exits(ctx: &Ctx) -> TestResult {
             .map_err(|_| "submitting thread panicked".to_string())?;
         ring = r;
         submitted?;
-        let (early, cs) = ring.reap_probed(16, REAP_TIMEOUT)?;
-        for c in cs {
-            check_full(&c, SEED)?;
-        }
-        println!(
-            "round {round}: {} of 16 reads still in flight when the submitter had exited",
-            16 - early
-        );
+        reap_round(&mut ring, SEED, round, "when the submitter had exited")?;
     }
     ring.finish(REAP_TIMEOUT)?;
+    Ok(())
+}
+
+/// Reap one round of 16 reads, check their data, and report how many were
+/// still in flight at the probe.
+fn reap_round(ring: &mut Ring, seed: u64, round: u64, when: &str) -> Result<(), String> {
+    let (early, cs) = ring.reap_probed(16, REAP_TIMEOUT)?;
+    for c in cs {
+        check_full(&c, seed)?;
+    }
+    println!(
+        "round {round}: {} of 16 reads still in flight {when}",
+        16 - early
+    );
     Ok(())
 }
 
@@ -688,14 +695,7 @@ pub fn close_before_completion(ctx: &Ctx) -> TestResult {
             .collect();
         ring.submit_all(ops)?;
         drop(g);
-        let (early, cs) = ring.reap_probed(16, REAP_TIMEOUT)?;
-        for c in cs {
-            check_full(&c, SEED)?;
-        }
-        println!(
-            "round {round}: {} of 16 reads still in flight after close()",
-            16 - early
-        );
+        reap_round(&mut ring, SEED, round, "after close()")?;
     }
     ring.finish(REAP_TIMEOUT)?;
     Ok(())
