@@ -315,6 +315,8 @@ pub fn errno_name(errno: i32) -> &'static str {
         libc::ENODEV => "ENODEV",
         libc::EINVAL => "EINVAL",
         libc::ENOSPC => "ENOSPC",
+        libc::EFBIG => "EFBIG",
+        libc::EROFS => "EROFS",
         libc::ENOSYS => "ENOSYS",
         libc::EOPNOTSUPP => "EOPNOTSUPP",
         libc::ECANCELED => "ECANCELED",
@@ -457,4 +459,66 @@ pub fn thread_ctx_switches() -> io::Result<(u64, u64)> {
     // SAFETY: `ru` is a valid, writable rusage.
     check(unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) })?;
     Ok((ru.ru_nvcsw as u64, ru.ru_nivcsw as u64))
+}
+
+/// `getrlimit(resource)`: (soft, hard).
+pub fn getrlimit(resource: libc::__rlimit_resource_t) -> io::Result<(u64, u64)> {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `r` is a valid, writable rlimit.
+    check(unsafe { libc::getrlimit(resource, &mut r) })?;
+    Ok((r.rlim_cur, r.rlim_max))
+}
+
+/// `setrlimit(resource, {soft, hard})`.
+pub fn setrlimit(resource: libc::__rlimit_resource_t, soft: u64, hard: u64) -> io::Result<()> {
+    let r = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: hard,
+    };
+    // SAFETY: `r` is a valid rlimit read by the kernel during the call.
+    check(unsafe { libc::setrlimit(resource, &r) }).map(|_| ())
+}
+
+/// Sets the disposition of `sig` to SIG_IGN (`ignore == true`) or SIG_DFL.
+pub fn ignore_signal(sig: libc::c_int, ignore: bool) -> io::Result<()> {
+    // SAFETY: sigaction is plain old data; all-zero is a valid value.
+    let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
+    sa.sa_sigaction = if ignore { libc::SIG_IGN } else { libc::SIG_DFL };
+    // SAFETY: `sa` is a valid sigaction with no handler function.
+    check(unsafe {
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(sig, &sa, std::ptr::null_mut())
+    })
+    .map(|_| ())
+}
+
+/// `sync_file_range(fd, offset, nbytes, flags)`.
+pub fn sync_file_range(
+    fd: &impl AsRawFd,
+    offset: u64,
+    nbytes: u64,
+    flags: libc::c_uint,
+) -> io::Result<()> {
+    // SAFETY: plain integer arguments; the fd is borrowed and open.
+    check(unsafe {
+        libc::sync_file_range(
+            fd.as_raw_fd(),
+            offset as libc::off64_t,
+            nbytes as libc::off64_t,
+            flags,
+        )
+    })
+    .map(|_| ())
+}
+
+/// `fstatvfs(fd)`: (fragment size, free blocks for root, total blocks).
+pub fn fstatvfs(fd: &impl AsRawFd) -> io::Result<(u64, u64, u64)> {
+    // SAFETY: statvfs is plain old data; all-zero is a valid value.
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `s` is a valid, writable statvfs; the fd is borrowed and open.
+    check(unsafe { libc::fstatvfs(fd.as_raw_fd(), &mut s) })?;
+    Ok((s.f_frsize as u64, s.f_bfree as u64, s.f_blocks as u64))
 }

@@ -29,7 +29,7 @@ fn write_attr(dir: &Path, attr: &str, value: &str) -> Result<(), String> {
 
 /// Size in bytes of the ext2/ext3 filesystem on `dev`, from its superblock
 /// (s_blocks_count at byte 1028, s_log_block_size at 1048).
-fn ext2_fs_size(dev: &str) -> Result<u64, String> {
+pub(crate) fn ext2_fs_size(dev: &str) -> Result<u64, String> {
     use std::os::unix::fs::FileExt;
     let f = File::open(dev).map_err(|e| format!("open {dev}: {e}"))?;
     let mut sb = [0u8; 1024];
@@ -49,7 +49,7 @@ fn ensure_magic(sb: &[u8], dev: &str) -> Result<(), String> {
 }
 
 /// The configfs null_blk device and its mount; torn down on drop.
-struct EioDev {
+pub(super) struct EioDev {
     cfg: PathBuf,
     dev: String,
     mnt: PathBuf,
@@ -111,7 +111,7 @@ impl EioDev {
     }
 
     /// Marks sectors `[first, last]` bad.
-    fn bad(&self, first: u64, last: u64) -> Result<(), String> {
+    pub(super) fn bad(&self, first: u64, last: u64) -> Result<(), String> {
         write_attr(&self.cfg, "badblocks", &format!("+{first}-{last}"))
     }
 }
@@ -131,6 +131,44 @@ impl Drop for EioDev {
     }
 }
 
+impl EioDev {
+    /// A configfs null_blk device holding a raw copy of the test's slow
+    /// filesystem, mounted on `/mnt/eio-<label>`. Returns the device, the
+    /// fs type and the bytes copied.
+    pub(super) fn copy_of_test_fs(ctx: &Ctx) -> Result<(EioDev, String, u64), Stop> {
+        ctx.require_drop_caches()?;
+        let label = ctx.fs.clone().unwrap_or_else(|| "fs".into());
+        let src = ctx.block_dev()?;
+        ensure!(
+            src.is_null_blk(),
+            "{} is on {}, not on the slow device",
+            ctx.dir.display(),
+            src.name()
+        );
+        let mnt = ctx.dir.parent().ok_or("scratch directory has no parent")?;
+        let (_, fstype) = super::teardown::mount_of(mnt)?;
+        let src_dev = format!("/dev/{}", src.name());
+        let fs_bytes = ext2_fs_size(&src_dev)?;
+
+        ctx.step("configfs null_blk device");
+        let mut d = EioDev::create(&format!("eio-{label}"), fs_bytes.div_ceil(1 << 20))?;
+        ctx.step("copy the filesystem and mount it");
+        // sync + (ext3) journal checkpoint, so the raw copy is consistent
+        ctx.drop_caches()?;
+        let (copied, _) = crate::init::copy_nonzero(&src_dev, &d.dev, Some(fs_bytes))?;
+        std::fs::create_dir_all(&d.mnt).map_err(|e| format!("mkdir {}: {e}", d.mnt.display()))?;
+        sys::mount(&d.dev, &d.mnt, &fstype, 0)
+            .map_err(|e| format!("mount {} on {} ({fstype}): {e}", d.dev, d.mnt.display()))?;
+        d.mounted = true;
+        Ok((d, fstype, copied))
+    }
+
+    /// Where the copy is mounted.
+    pub(super) fn mnt(&self) -> &Path {
+        &self.mnt
+    }
+}
+
 /// res -EIO for a read of a bad page; good pages still read correctly
 /// before and after; the partial-progress result of a read spanning good
 /// and bad pages is reported (and must be -EIO or a correct short read that
@@ -139,31 +177,7 @@ pub fn eio(ctx: &Ctx) -> TestResult {
     const SEED: u64 = 0xE10;
     const SIZE: u64 = 512 * 1024;
     const BAD: u64 = 256 * 1024; // one bad page at this file offset
-    ctx.require_drop_caches()?;
-    let label = ctx.fs.clone().unwrap_or_else(|| "fs".into());
-    let src = ctx.block_dev()?;
-    ensure!(
-        src.is_null_blk(),
-        "{} is on {}, not on the slow device",
-        ctx.dir.display(),
-        src.name()
-    );
-    let mnt = ctx.dir.parent().ok_or("scratch directory has no parent")?;
-    let (_, fstype) = super::teardown::mount_of(mnt)?;
-    let src_dev = format!("/dev/{}", src.name());
-    let fs_bytes = ext2_fs_size(&src_dev)?;
-
-    ctx.step("configfs null_blk device");
-    let mut d = EioDev::create(&format!("eio-{label}"), fs_bytes.div_ceil(1 << 20))?;
-    ctx.step("copy the filesystem and mount it");
-    // sync + (ext3) journal checkpoint, so the raw copy is consistent
-    ctx.drop_caches()?;
-    let (copied, _) = crate::init::copy_nonzero(&src_dev, &d.dev, Some(fs_bytes))?;
-    std::fs::create_dir_all(&d.mnt).map_err(|e| format!("mkdir {}: {e}", d.mnt.display()))?;
-    sys::mount(&d.dev, &d.mnt, &fstype, 0)
-        .map_err(|e| format!("mount {} on {} ({fstype}): {e}", d.dev, d.mnt.display()))?;
-    d.mounted = true;
-
+    let (d, fstype, copied) = EioDev::copy_of_test_fs(ctx)?;
     let result = (|| -> TestResult {
         let path = d.mnt.join("eio-data");
         let f = create_pattern_file(&path, SEED, SIZE)?;

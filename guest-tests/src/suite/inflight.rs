@@ -34,7 +34,7 @@ pub const SLOW_L: Duration = Duration::from_millis(1);
 /// timeout io_getevents, eventfd) do not depend on CPU speed and are kept.
 const DEBUG_SLOWDOWN: u32 = 8;
 
-fn cpu_factor() -> u32 {
+pub(super) fn cpu_factor() -> u32 {
     if std::path::Path::new("/proc/lockdep").exists() {
         DEBUG_SLOWDOWN
     } else {
@@ -48,12 +48,12 @@ fn cpu_factor() -> u32 {
 /// and the next syscall (or io_submit itself is slow once), letting a
 /// correctly queued read complete meanwhile; observed at up to ~1 in 9 on
 /// O_DIRECT. The unpatched kernel gets every probe wrong.
-fn max_noisy(n: usize) -> usize {
+pub(super) fn max_noisy(n: usize) -> usize {
     n / 3
 }
 
 /// Repetitions of the single-read probes (one file each).
-const PROBES: usize = 15;
+pub(super) const PROBES: usize = 15;
 
 /// res == length and the data equals the pattern; nothing past res written.
 fn check_full(c: &Completion, seed: u64) -> Result<(), String> {
@@ -66,17 +66,17 @@ fn check_full(c: &Completion, seed: u64) -> Result<(), String> {
 /// The kernel's clocksource (diagnostic: with `refined-jiffies`, e.g. when
 /// TSC calibration failed under TCG, time and the null_blk timer have 4 ms
 /// (1/HZ) resolution; the tests still discriminate, with coarser numbers).
-fn clocksource() -> String {
+pub(super) fn clocksource() -> String {
     std::fs::read_to_string("/sys/devices/system/clocksource/clocksource0/current_clocksource")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "unknown".into())
 }
 
-fn us(d: Duration) -> String {
+pub(super) fn us(d: Duration) -> String {
     format!("{} us", d.as_micros())
 }
 
-fn stats(v: &[Duration]) -> String {
+pub(super) fn stats(v: &[Duration]) -> String {
     let min = v.iter().min().copied().unwrap_or_default();
     let max = v.iter().max().copied().unwrap_or_default();
     format!(
@@ -90,7 +90,7 @@ fn stats(v: &[Duration]) -> String {
 
 /// Fails (not skips) unless the test directory is on the slow device: the
 /// runner only schedules `Device::Slow` tests there.
-fn require_slow(ctx: &Ctx) -> Result<super::BlockDev, Stop> {
+pub(super) fn require_slow(ctx: &Ctx) -> Result<super::BlockDev, Stop> {
     ctx.require_drop_caches()?;
     let dev = ctx.block_dev()?;
     ensure!(
@@ -104,7 +104,7 @@ fn require_slow(ctx: &Ctx) -> Result<super::BlockDev, Stop> {
 
 /// Opens `name` in the test directory read-write, with O_NOATIME if
 /// `noatime` (no atime update, so no inode write-back work in the read).
-fn open_file(ctx: &Ctx, name: &str, noatime: bool) -> Result<File, String> {
+pub(super) fn open_file(ctx: &Ctx, name: &str, noatime: bool) -> Result<File, String> {
     std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -119,7 +119,7 @@ fn open_file(ctx: &Ctx, name: &str, noatime: bool) -> Result<File, String> {
 /// the rest is a hole), remounts the filesystem and reopens them, then
 /// drops caches: data and all metadata are cold. `random` applies
 /// POSIX_FADV_RANDOM (readahead limited to the request).
-fn cold_files(
+pub(super) fn cold_files(
     ctx: &Ctx,
     n: usize,
     seed: u64,
@@ -416,7 +416,7 @@ pub fn batch_nonblocking(ctx: &Ctx) -> TestResult {
     Ok(())
 }
 
-fn read_eventfd(efd: &mut File) -> Result<u64, String> {
+pub(super) fn read_eventfd(efd: &mut File) -> Result<u64, String> {
     let mut b = [0u8; 8];
     match efd.read(&mut b) {
         Ok(8) => Ok(u64::from_ne_bytes(b)),

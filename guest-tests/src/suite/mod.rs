@@ -16,6 +16,11 @@ mod inflight;
 mod read;
 mod teardown;
 mod write;
+mod write_async;
+mod write_data;
+mod write_eio;
+mod write_limits;
+mod write_teardown;
 
 /// Why a test stopped early.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +49,16 @@ macro_rules! ensure {
     ($cond:expr, $($fmt:tt)+) => {
         if !$cond {
             return Err($crate::suite::Stop::Fail(format!($($fmt)+)));
+        }
+    };
+}
+
+/// [`ensure!`] for helpers that return `Result<_, String>`.
+#[macro_export]
+macro_rules! ensure_str {
+    ($cond:expr, $($fmt:tt)+) => {
+        if !$cond {
+            return Err(format!($($fmt)+));
         }
     };
 }
@@ -155,6 +170,39 @@ pub const TESTS: &[TestDef] = &[
     fs_test("read/eio", eio::eio).on(Device::Slow),
     fs_test("write/roundtrip_aligned", write::roundtrip_aligned),
     fs_test("write/roundtrip_unaligned", write::roundtrip_unaligned),
+    fs_test("write/cold_warm", write_data::cold_warm).on(Device::PreferSlow),
+    fs_test("write/append", write_data::append).on(Device::PreferSlow),
+    fs_test("write/extend_size", write_data::extend_size).on(Device::PreferSlow),
+    fs_test("write/batch_8x1m", write_data::batch_8x1m).on(Device::PreferSlow),
+    fs_test("write/batch_256x4k", write_data::batch_256x4k).on(Device::PreferSlow),
+    fs_test("write/single_10m", write_data::single_10m).on(Device::PreferSlow),
+    fs_test("write/eventfd_10m", write_data::eventfd_10m).on(Device::PreferSlow),
+    fs_test("write/rlimit_fsize", write_limits::rlimit_fsize).on(Device::PreferSlow),
+    fs_test("write/maxbytes", write_limits::maxbytes),
+    fs_test("write/enospc", write_limits::enospc),
+    fs_test(
+        "write/partial_block_nonblocking",
+        write_async::partial_block_nonblocking,
+    )
+    .on(Device::Slow)
+    .new_behaviour(),
+    fs_test("write/osync_nonblocking", write_async::osync_nonblocking)
+        .on(Device::Slow)
+        .new_behaviour(),
+    fs_test("write/odsync_nonblocking", write_async::odsync_nonblocking)
+        .on(Device::Slow)
+        .new_behaviour(),
+    fs_test(
+        "write/writeback_nonblocking",
+        write_async::writeback_nonblocking,
+    )
+    .on(Device::Slow),
+    fs_test("write/counters", write_async::counters)
+        .on(Device::Slow)
+        .new_behaviour(),
+    fs_test("write/eio", write_eio::eio).on(Device::Slow),
+    fs_test("write/exit_inflight", write_teardown::exit_inflight).on(Device::PreferSlow),
+    fs_test("write/destroy_inflight", write_teardown::destroy_inflight).on(Device::PreferSlow),
     fs_test("teardown/exit_inflight", teardown::exit_inflight).on(Device::PreferSlow),
     fs_test("teardown/sigkill_inflight", teardown::sigkill_inflight).on(Device::PreferSlow),
     fs_test("teardown/umount_remount", teardown::umount_remount).on(Device::PreferSlow),
