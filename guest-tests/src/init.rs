@@ -219,6 +219,73 @@ fn suite_mode(cfg: &BootConfig, kernel: &str, ktap: &mut KtapWriter) {
         .map(|(d, _)| *d)
         .collect();
     unmount_disks(&disks, ktap);
+    copy_back_slow_disks(&slow, ktap);
+}
+
+/// Marker the host writes at offset 0 of each (otherwise zero) disk that
+/// receives a slow filesystem after the suite: `BUFAIO-SLOWCK <label>\n`.
+/// The copy overwrites it (the first MiB of an ext2 image is never all
+/// zero), so a marker still there tells the host the copy did not happen.
+/// Keep in sync with xtask/src/rootfs.rs.
+pub const SLOWCK_MARKER: &str = "BUFAIO-SLOWCK ";
+
+/// The virtio disk whose first bytes are the marker for `label`.
+fn find_slowck_disk(label: &str) -> Option<PathBuf> {
+    let want = format!("{SLOWCK_MARKER}{label}\n");
+    let mut names: Vec<String> = std::fs::read_dir("/sys/block")
+        .ok()?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("vd"))
+        .collect();
+    names.sort();
+    names
+        .into_iter()
+        .map(|n| Path::new("/dev").join(n))
+        .find(|dev| {
+            use std::os::unix::fs::FileExt;
+            let mut head = vec![0u8; want.len()];
+            File::open(dev)
+                .and_then(|f| f.read_exact_at(&mut head, 0))
+                .is_ok()
+                && head == want.as_bytes()
+        })
+}
+
+/// After the suite: each slow filesystem (already unmounted) is copied to
+/// its marked virtio disk, so the host can e2fsck what the slow-device
+/// tests left behind (the null_blk devices vanish with the VM). Reported on
+/// the console and as `# bufaio-slow-copy: LABEL: ...` KTAP diagnostics.
+fn copy_back_slow_disks(slow: &[(&Disk, Result<(), String>)], ktap: &mut KtapWriter) {
+    for (d, r) in slow {
+        let msg = if r.is_err() {
+            "slow device was not prepared".to_string()
+        } else if is_mountpoint(Path::new(d.dir)) {
+            format!("{} is still mounted: not copied", d.dir)
+        } else {
+            match find_slowck_disk(d.label) {
+                None => "no disk marked for it (not a `cargo xtask run`): not checked".to_string(),
+                Some(dst) => {
+                    let dst = dst.to_string_lossy().into_owned();
+                    let start = Instant::now();
+                    match suite::ext2_fs_size(d.dev)
+                        .and_then(|size| copy_nonzero(d.dev, &dst, Some(size)))
+                    {
+                        Ok((written, total)) => format!(
+                            "copied {} to {dst} for the host's fsck ({} of {} MiB non-zero, {} ms)",
+                            d.dev,
+                            written >> 20,
+                            total >> 20,
+                            start.elapsed().as_millis()
+                        ),
+                        Err(e) => format!("copy {} to {dst} failed: {e}", d.dev),
+                    }
+                }
+            }
+        };
+        console(&format!("bufaio: slow-{}: {msg}", d.label));
+        let _ = ktap.diag(&format!("bufaio-slow-copy: {}: {msg}", d.label));
+    }
 }
 
 /// On kernels with kmemleak (the debug flavor): scan after the suite and

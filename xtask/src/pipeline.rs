@@ -351,6 +351,8 @@ pub fn boot_and_test(
             if !filters.is_empty() {
                 append.push(format!("bufaio.filter={}", filters.join(",")));
             }
+            // slow-filesystem copies and tiny ENOSPC filesystems, fsck'd below
+            disks.extend(rootfs::check_disks(dir, ctx.cfg.disks.size_mib)?);
             "suite"
         }
         GuestJob::Exec { argv, files } => {
@@ -432,25 +434,36 @@ pub fn boot_and_test(
             },
         })
         .collect();
-    // Host-side check after every run: the test filesystems must be clean.
+    // Host-side check after every run: the test filesystems must be clean,
+    // and so must what the slow-device and ENOSPC tests left behind.
     if matches!(r.end, VmEnd::Exited) {
-        for d in disks.iter().filter(|d| d.mountpoint != "/mnt/payload") {
-            let (ok, text) = rootfs::fsck(d)?;
-            tests.push(TestRow {
-                name: format!("host/fsck@{}", d.fstype),
-                status: if ok {
-                    ktap::Status::Pass
-                } else {
-                    ktap::Status::Fail
-                },
-                verdict: if ok { Verdict::Pass } else { Verdict::Fail },
-                duration_ms: None,
-                diagnostic: if ok { String::new() } else { text },
-            });
-            if !ok && outcome == Outcome::Pass && !exec {
+        for d in &disks {
+            let Some(name) = rootfs::fsck_test_name(d) else {
+                continue;
+            };
+            let check = if name.starts_with("host/fsck-slow@") && rootfs::slowck_marker_left(d)? {
+                FsckCheck::NotCopied
+            } else {
+                let (ok, text) = rootfs::fsck(d)?;
+                FsckCheck::Ran { ok, text }
+            };
+            let row = fsck_row(&name, &check);
+            if row.verdict == Verdict::Fail && outcome == Outcome::Pass && !exec {
                 outcome = Outcome::TestFailed;
-                reason = format!("e2fsck -fn found errors on the {} test disk", d.fstype);
+                reason = match check {
+                    FsckCheck::NotCopied => {
+                        format!("{name}: the slow filesystem was not copied back for e2fsck")
+                    }
+                    FsckCheck::Ran { .. } => format!(
+                        "{name}: e2fsck -fn found errors on {}",
+                        d.path
+                            .file_name()
+                            .map(|n| n.to_string_lossy().into_owned())
+                            .unwrap_or_default()
+                    ),
+                };
             }
+            tests.push(row);
         }
     }
     // Disks are per run and large: drop them once checked (sparse, but still).
@@ -505,6 +518,39 @@ pub fn boot_and_test(
         serde_json::to_string_pretty(&res)?,
     )?;
     Ok(res)
+}
+
+/// What the host found when checking one disk after the run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FsckCheck {
+    /// `e2fsck -fn` ran: clean or not, with its output.
+    Ran { ok: bool, text: String },
+    /// A slow-copy disk still holds its marker: the guest did not copy the
+    /// slow filesystem onto it (see the console's `bufaio: slow-<fs>:` line).
+    NotCopied,
+}
+
+/// The result row for a host-side fsck check (`host/fsck…@fs`).
+pub fn fsck_row(name: &str, check: &FsckCheck) -> TestRow {
+    let (ok, diagnostic) = match check {
+        FsckCheck::Ran { ok: true, .. } => (true, String::new()),
+        FsckCheck::Ran { ok: false, text } => (false, format!("e2fsck -fn found errors:\n{}", text.trim_end())),
+        FsckCheck::NotCopied => (
+            false,
+            "the guest did not copy the slow filesystem back for e2fsck (see the console line `bufaio: slow-…`)".to_string(),
+        ),
+    };
+    TestRow {
+        name: name.to_string(),
+        status: if ok {
+            ktap::Status::Pass
+        } else {
+            ktap::Status::Fail
+        },
+        verdict: if ok { Verdict::Pass } else { Verdict::Fail },
+        duration_ms: None,
+        diagnostic,
+    }
 }
 
 pub fn load_allowlist(ctx: &Ctx) -> Result<scan::Allowlist> {
@@ -578,6 +624,41 @@ mod tests {
         let (o, why) = exitcode::classify(&r, &[], &VmEnd::Exited, false);
         assert_eq!(o, Outcome::TestFailed, "{why}");
         assert!(why.contains("read/batch@ext2"), "{why}");
+    }
+
+    #[test]
+    fn fsck_rows() {
+        let ok = fsck_row(
+            "host/fsck-slow@ext2",
+            &FsckCheck::Ran {
+                ok: true,
+                text: "clean".into(),
+            },
+        );
+        assert_eq!((ok.verdict, ok.diagnostic.as_str()), (Verdict::Pass, ""));
+        let text =
+            "Pass 2: Checking directory structure\nInode 2 ref count is 7, should be 3.  Fix? no\n";
+        let bad = fsck_row(
+            "host/fsck-tiny@ext3",
+            &FsckCheck::Ran {
+                ok: false,
+                text: text.into(),
+            },
+        );
+        assert_eq!(bad.verdict, Verdict::Fail);
+        assert_eq!(bad.status, ktap::Status::Fail);
+        assert_eq!(
+            bad.diagnostic,
+            "e2fsck -fn found errors:\nPass 2: Checking directory structure\nInode 2 ref count is 7, should be 3.  Fix? no"
+        );
+        let nc = fsck_row("host/fsck-slow@ext3", &FsckCheck::NotCopied);
+        assert_eq!(nc.verdict, Verdict::Fail);
+        assert!(
+            nc.diagnostic.contains("did not copy the slow filesystem"),
+            "{}",
+            nc.diagnostic
+        );
+        assert_eq!(nc.name, "host/fsck-slow@ext3");
     }
 
     #[test]

@@ -192,6 +192,79 @@ pub fn test_disks(run_dir: &Path, size_mib: u32) -> Result<Vec<Disk>> {
     Ok(disks)
 }
 
+/// Marker at offset 0 of a disk that receives a slow (null_blk) filesystem
+/// after the suite: `BUFAIO-SLOWCK <fs>\n`, the rest zero. The guest finds
+/// the disk by it and overwrites it with the copy. Keep in sync with
+/// guest-tests/src/init.rs.
+pub const SLOWCK_MARKER: &str = "BUFAIO-SLOWCK ";
+
+/// Size of the tiny filesystems for the ENOSPC tests (mke2fs minimum for
+/// ext3 with its 1 MiB journal is about this).
+pub const TINY_MIB: u32 = 2;
+
+/// Extra disks of a suite run, after the test disks: per fs a sparse disk
+/// marked for the copy of the slow filesystem (`disk-slow-<fs>.img`, fsck'd
+/// after the run as `host/fsck-slow@<fs>`), then per fs a fresh tiny
+/// filesystem labelled `bufaio-tiny-<fs>` for the ENOSPC tests
+/// (`disk-tiny-<fs>.img`, `host/fsck-tiny@<fs>`). The guest finds them by
+/// marker and label, not by device name.
+pub fn check_disks(run_dir: &Path, size_mib: u32) -> Result<Vec<Disk>> {
+    let mut disks = Vec::new();
+    for fs_ in ["ext2", "ext3"] {
+        let path = run_dir.join(format!("disk-slow-{fs_}.img"));
+        let _ = fs::remove_file(&path);
+        let f =
+            fs::File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+        f.set_len(u64::from(size_mib) << 20)?;
+        std::io::Write::write_all(&mut &f, format!("{SLOWCK_MARKER}{fs_}\n").as_bytes())?;
+        disks.push(Disk {
+            path,
+            fstype: fs_.into(),
+            device: String::new(),
+            mountpoint: format!("/mnt/slow-{fs_}"),
+        });
+    }
+    for fs_ in ["ext2", "ext3"] {
+        let path = run_dir.join(format!("disk-tiny-{fs_}.img"));
+        mke2fs(fs_, None, &path, TINY_MIB, &format!("bufaio-tiny-{fs_}"))?;
+        disks.push(Disk {
+            path,
+            fstype: fs_.into(),
+            device: String::new(),
+            mountpoint: format!("/mnt/tiny-{fs_}"),
+        });
+    }
+    Ok(disks)
+}
+
+/// The host-side test reporting this disk's `e2fsck -fn`
+/// (`host/fsck@ext2`, `host/fsck-slow@ext2`, `host/fsck-tiny@ext3`), from
+/// its file name; None for disks that are not checked (the exec payload).
+pub fn fsck_test_name(disk: &Disk) -> Option<String> {
+    let stem = disk.path.file_stem()?.to_str()?;
+    let rest = stem.strip_prefix("disk-")?;
+    match rest.split_once('-') {
+        None if rest == disk.fstype => Some(format!("host/fsck@{rest}")),
+        Some((kind @ ("slow" | "tiny"), fs_)) if fs_ == disk.fstype => {
+            Some(format!("host/fsck-{kind}@{fs_}"))
+        }
+        _ => None,
+    }
+}
+
+/// Whether a slow-copy disk still starts with its marker (the guest did not
+/// copy the slow filesystem onto it).
+pub fn slowck_marker_left(disk: &Disk) -> Result<bool> {
+    use std::io::Read;
+    let want = format!("{SLOWCK_MARKER}{}\n", disk.fstype);
+    let mut head = vec![0u8; want.len()];
+    let mut f = fs::File::open(&disk.path)
+        .with_context(|| format!("cannot open {}", disk.path.display()))?;
+    f.read_exact(&mut head)
+        .with_context(|| format!("cannot read {}", disk.path.display()))?;
+    Ok(head == want.as_bytes())
+}
+
 /// The exec payload disk (vdd): `cmd` (argv, NUL-separated) and the user's files.
 pub fn payload_disk(run_dir: &Path, argv: &[String], files: &[PathBuf]) -> Result<Disk> {
     let staging = run_dir.join("payload");
@@ -242,4 +315,90 @@ pub fn fsck(disk: &Disk) -> Result<(bool, String)> {
         String::from_utf8_lossy(&out.stderr)
     );
     Ok((out.status.success(), text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn disk(path: &str, fstype: &str) -> Disk {
+        Disk {
+            path: path.into(),
+            fstype: fstype.into(),
+            device: String::new(),
+            mountpoint: String::new(),
+        }
+    }
+
+    #[test]
+    fn fsck_names_by_file_name() {
+        let n = |p, f| fsck_test_name(&disk(p, f));
+        assert_eq!(
+            n("/r/disk-ext2.img", "ext2").as_deref(),
+            Some("host/fsck@ext2")
+        );
+        assert_eq!(
+            n("/r/disk-slow-ext3.img", "ext3").as_deref(),
+            Some("host/fsck-slow@ext3")
+        );
+        assert_eq!(
+            n("/r/disk-tiny-ext2.img", "ext2").as_deref(),
+            Some("host/fsck-tiny@ext2")
+        );
+        assert_eq!(n("/r/disk-payload.img", "ext2"), None);
+        assert_eq!(n("/r/disk-slow-ext3.img", "ext2"), None);
+        assert_eq!(n("/r/other.img", "ext2"), None);
+    }
+
+    #[test]
+    fn guest_uses_the_same_marker() {
+        let guest = include_str!("../../guest-tests/src/init.rs");
+        assert!(
+            guest.contains(&format!("SLOWCK_MARKER: &str = {SLOWCK_MARKER:?}")),
+            "guest-tests/src/init.rs must define the same SLOWCK_MARKER"
+        );
+        let limits = include_str!("../../guest-tests/src/suite/write_limits.rs");
+        assert!(limits.contains("format!(\"bufaio-tiny-{fs}\")"));
+    }
+
+    /// Needs e2fsprogs (a listed host dependency): fresh check disks, the
+    /// marker logic, and e2fsck telling a clean image from a damaged one.
+    #[test]
+    fn check_disks_marker_and_fsck() {
+        if which("mke2fs").is_none() || which("e2fsck").is_none() {
+            eprintln!("skipped: no e2fsprogs");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let disks = check_disks(dir.path(), 8).unwrap();
+        let names: Vec<_> = disks.iter().filter_map(fsck_test_name).collect();
+        assert_eq!(
+            names,
+            [
+                "host/fsck-slow@ext2",
+                "host/fsck-slow@ext3",
+                "host/fsck-tiny@ext2",
+                "host/fsck-tiny@ext3"
+            ]
+        );
+        assert!(slowck_marker_left(&disks[0]).unwrap());
+        assert_eq!(fs::metadata(&disks[0].path).unwrap().len(), 8 << 20);
+        // a copied filesystem replaces the marker and is clean
+        let img = fs::read(&disks[2].path).unwrap();
+        fs::write(&disks[0].path, &img).unwrap();
+        assert!(!slowck_marker_left(&disks[0]).unwrap());
+        let (ok, text) = fsck(&disks[0]).unwrap();
+        assert!(ok, "{text}");
+        let (ok, text) = fsck(&disks[3]).unwrap();
+        assert!(ok, "{text}");
+        // damage: a wrong link count on the root directory
+        let out = Command::new("debugfs")
+            .args(["-w", "-R", "set_inode_field <2> links_count 7"])
+            .arg(&disks[2].path)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let (ok, text) = fsck(&disks[2]).unwrap();
+        assert!(!ok, "e2fsck -fn accepted a damaged image:\n{text}");
+    }
 }

@@ -22,6 +22,8 @@ mod write_eio;
 mod write_limits;
 mod write_teardown;
 
+pub(crate) use eio::ext2_fs_size;
+
 /// Why a test stopped early.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Stop {
