@@ -88,6 +88,26 @@ impl Probes {
         );
         Ok(())
     }
+
+    /// For writes that complete inline (cached pages): io_submit neither
+    /// takes L/2 (median) nor sleeps in more than a third of the probes.
+    fn assert_no_wait(&self, what: &str) -> TestResult {
+        let limit = SLOW_L / 2 * cpu_factor();
+        let n = self.submit.len();
+        ensure!(
+            median(&self.submit) < limit,
+            "{what}: io_submit took {} (median of {n}) — not < {} (L/2 x CPU factor {}): it waited for the device",
+            us(median(&self.submit)),
+            us(limit),
+            cpu_factor()
+        );
+        ensure!(
+            self.slept <= max_noisy(n),
+            "{what}: io_submit slept (voluntary context switch) in {} of {n} writes",
+            self.slept
+        );
+        Ok(())
+    }
 }
 
 /// New behaviour: a 100-byte write into the middle of an uncached block of
@@ -381,7 +401,7 @@ pub fn writeback_nonblocking(ctx: &Ctx) -> TestResult {
         under_wb * 2 >= PROBES,
         "writeback was in flight before only {under_wb} of {PROBES} writes: the test did not exercise pages under writeback"
     );
-    p.assert_async("write to a page under writeback")
+    p.assert_no_wait("write to a page under writeback")
 }
 
 /// Mounts debugfs on /sys/kernel/debug if needed and reads the counters.

@@ -91,9 +91,19 @@ pub fn eio(ctx: &Ctx) -> TestResult {
         );
 
         ctx.step("good blocks still writable");
-        let res = submit_one(&mut ring, pwrite_pattern(sync.as_raw_fd(), NEW, 8192, 4096))?
-            .event
-            .res;
+        // A fresh fd: `sync` has not seen the writeback error of the plain
+        // write yet (errseq), so its next sync would rightly report -EIO.
+        let fresh = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_SYNC)
+            .open(&path)
+            .map_err(|e| format!("open O_SYNC: {e}"))?;
+        let res = submit_one(
+            &mut ring,
+            pwrite_pattern(fresh.as_raw_fd(), NEW, 8192, 4096),
+        )?
+        .event
+        .res;
         ensure!(
             res == 4096,
             "O_SYNC write to good blocks after the errors: res {res} ({})",
