@@ -27,23 +27,42 @@ use crate::{ensure, ensure_str};
 const KIB: usize = 1024;
 
 /// What one probe measured.
-#[derive(Default)]
-struct Probes {
+struct Probes<'a> {
+    dev: &'a BlockDev,
     submit: Vec<Duration>,
     done_at_once: usize,
     slept: usize,
+    preempted: usize,
+    /// Device sectors whose reads completed while io_submit ran.
+    read_in_submit: u64,
 }
 
-impl Probes {
+impl<'a> Probes<'a> {
+    fn new(dev: &'a BlockDev) -> Probes<'a> {
+        Probes {
+            dev,
+            submit: Vec::new(),
+            done_at_once: 0,
+            slept: 0,
+            preempted: 0,
+            read_in_submit: 0,
+        }
+    }
+
     /// Times one io_submit of `op` and probes completion at once
     /// (zero-timeout io_getevents); reaps and returns the completion's res.
     fn run(&mut self, ring: &mut Ring, op: Op) -> Result<i64, String> {
-        let (v0, _) = sys::thread_ctx_switches().map_err(|e| format!("getrusage: {e}"))?;
+        let r0 = self.dev.sectors_read()?;
+        let (v0, i0) = sys::thread_ctx_switches().map_err(|e| format!("getrusage: {e}"))?;
         ring.submit_all(vec![op])?;
-        let (v1, _) = sys::thread_ctx_switches().map_err(|e| format!("getrusage: {e}"))?;
+        let (v1, i1) = sys::thread_ctx_switches().map_err(|e| format!("getrusage: {e}"))?;
         self.submit.push(ring.last_submit);
+        self.read_in_submit += self.dev.sectors_read()?.saturating_sub(r0);
         if v1 > v0 {
             self.slept += 1;
+        }
+        if i1 > i0 {
+            self.preempted += 1;
         }
         let mut cs = ring
             .getevents(0, 1, Some(Duration::ZERO))
@@ -58,12 +77,15 @@ impl Probes {
 
     fn report(&self, what: &str) -> String {
         format!(
-            "{what}: io_submit {}; complete when io_submit returned: {}/{}; io_submit slept in {}/{}; clocksource {}",
+            "{what}: io_submit {}; complete when io_submit returned: {}/{}; io_submit slept in {}/{}, was preempted in {}/{}; device sectors read during io_submit: {}; clocksource {}",
             stats(&self.submit),
             self.done_at_once,
             self.submit.len(),
             self.slept,
             self.submit.len(),
+            self.preempted,
+            self.submit.len(),
+            self.read_in_submit,
             clocksource()
         )
     }
@@ -121,7 +143,7 @@ pub fn partial_block_nonblocking(ctx: &Ctx) -> TestResult {
     let dev = require_slow(ctx)?;
     let files = cold_files(ctx, PROBES, OLD, (0, 64 * KIB), true, true)?;
     let mut ring = Ring::new(8)?;
-    let mut p = Probes::default();
+    let mut p = Probes::new(&dev);
     let before = dev.sectors_read()?;
     for (i, f) in files.iter().enumerate() {
         ctx.drop_caches()?;
@@ -241,7 +263,7 @@ fn sync_write(ctx: &Ctx, flag: libc::c_int, what: &str) -> TestResult {
     }
     let warm = super::open_rw(&ctx.path("warm"))?;
     let mut ring = Ring::new(8)?;
-    let (mut over, mut ext) = (Probes::default(), Probes::default());
+    let (mut over, mut ext) = (Probes::new(&dev), Probes::new(&dev));
     for (i, f) in files.iter().enumerate() {
         let seed = NEW + i as u64;
         let seeds = [seed, OLD + i as u64];
@@ -345,7 +367,7 @@ pub fn writeback_nonblocking(ctx: &Ctx) -> TestResult {
     f.sync_all().map_err(|e| format!("fsync: {e}"))?;
     let mut m = Model::pattern(OLD, (PAGES * 4096) as usize);
     let mut ring = Ring::new(8)?;
-    let mut p = Probes::default();
+    let mut p = Probes::new(&dev);
     let mut under_wb = 0;
     for i in 0..PROBES as u64 {
         let page = (i % PAGES) * 4096;
