@@ -34,12 +34,16 @@ pub fn machine_args(accel: Accel) -> Vec<String> {
     }
 }
 
+/// Memory and CPUs. The CPUs are spelled out as one socket each: since QEMU
+/// 6.2 a bare `-smp N` means one socket with N cores, and SeaBIOS lists only
+/// the first CPU of each socket in the MP table, which is the only CPU list a
+/// kernel without ACPI (our tinyconfig base) reads; it would boot with 1 CPU.
 pub fn resource_args(memory_mib: u32, cpus: u32) -> Vec<String> {
     vec![
         "-m".into(),
         format!("{memory_mib}M"),
         "-smp".into(),
-        cpus.to_string(),
+        format!("{cpus},sockets={cpus},cores=1,threads=1"),
     ]
 }
 
@@ -191,6 +195,14 @@ pub fn render(argv: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpus_are_sockets_so_the_mp_table_lists_them() {
+        assert_eq!(
+            resource_args(512, 2),
+            ["-m", "512M", "-smp", "2,sockets=2,cores=1,threads=1"]
+        );
+    }
 
     #[test]
     fn accel_args() {
