@@ -241,8 +241,9 @@ pub(super) fn check_on_medium(
 
 /// O_SYNC / O_DSYNC writes on the slow device: (1) a 4 KiB overwrite of
 /// allocated blocks of a cold file, (2) a 4 KiB extending write at EOF
-/// (allocation metadata warmed by a sibling file, so the only device wait
-/// left is the sync itself). After reaping, the data is on the medium.
+/// (allocation metadata warmed by a sibling file and the file's last block
+/// read, so the only device wait left is the sync itself). After reaping,
+/// the data is on the medium.
 fn sync_write(ctx: &Ctx, flag: libc::c_int, what: &str) -> TestResult {
     const OLD: u64 = 0x5900;
     const NEW: u64 = 0x5980;
@@ -282,10 +283,14 @@ fn sync_write(ctx: &Ctx, flag: libc::c_int, what: &str) -> TestResult {
             .map_err(|e| format!("{what} overwrite {i}, right after reaping: {e}"))?;
 
         ctx.step(&format!("{what} extending write {i}"));
-        // warm the block bitmap / group descriptor with a sibling allocation
+        // warm the block bitmap / group descriptor with a sibling allocation,
+        // and the file's mapping of its last block (the indirect block):
+        // the only device wait left is the sync (`write/extend_nonblocking`
+        // covers the cold-mapping case)
         warm.write_all_at(&[1u8; 1024], (i * 4096) as u64)
             .map_err(|e| format!("write warm: {e}"))?;
         warm.sync_all().map_err(|e| format!("fsync warm: {e}"))?;
+        pread_full(f, (FILE - 1024) as u64, 1024)?;
         let res = ext.run(
             &mut ring,
             pwrite_pattern(f.as_raw_fd(), seed, FILE as u64, 4096).with_data(100 + i as u64),
@@ -341,6 +346,57 @@ pub fn osync_nonblocking(ctx: &Ctx) -> TestResult {
 /// New behaviour: O_DSYNC writes do not wait in io_submit; data on the medium.
 pub fn odsync_nonblocking(ctx: &Ctx) -> TestResult {
     sync_write(ctx, libc::O_DSYNC, "O_DSYNC")
+}
+
+/// New behaviour: a plain 4 KiB write extending a cold file at EOF (64 KiB:
+/// with 1 KiB blocks the new block hangs off the cold indirect block; the
+/// block bitmap is warmed by a sibling allocation): io_submit does not wait
+/// for the mapping read. Size and content checked first.
+pub fn extend_nonblocking(ctx: &Ctx) -> TestResult {
+    const OLD: u64 = 0xE700;
+    const NEW: u64 = 0xE780;
+    const FILE: usize = 64 * KIB;
+    let dev = require_slow(ctx)?;
+    let files = cold_files(ctx, PROBES, OLD, (0, FILE), true, true)?;
+    let warm = super::open_rw(&ctx.path("warm"))?;
+    let mut ring = Ring::new(8)?;
+    let mut p = Probes::new(&dev);
+    for (i, f) in files.iter().enumerate() {
+        ctx.drop_caches()?;
+        warm.write_all_at(&[1u8; 1024], (i * 4096) as u64)
+            .map_err(|e| format!("write warm: {e}"))?;
+        warm.sync_all().map_err(|e| format!("fsync warm: {e}"))?;
+        let seed = NEW + i as u64;
+        let res = p.run(
+            &mut ring,
+            pwrite_pattern(f.as_raw_fd(), seed, FILE as u64, 4096).with_data(i as u64),
+        )?;
+        ensure!(
+            res == 4096,
+            "extending write {i}: res {res} ({}), expected 4096",
+            crate::aio::describe_res(res)
+        );
+        let mut m = Model::pattern(OLD + i as u64, FILE);
+        m.put(seed, FILE as u64, 4096);
+        m.check(
+            f,
+            &[seed, OLD + i as u64],
+            &format!("file {i} after reaping"),
+        )?;
+    }
+    ring.finish(REAP_TIMEOUT)?;
+    ctx.drop_caches()?;
+    for (i, f) in files.iter().enumerate() {
+        let mut m = Model::pattern(OLD + i as u64, FILE);
+        m.put(NEW + i as u64, FILE as u64, 4096);
+        m.check(
+            f,
+            &[NEW + i as u64, OLD + i as u64],
+            &format!("file {i} after drop_caches"),
+        )?;
+    }
+    println!("{}", p.report("4 KiB extending write, cold mapping"));
+    p.assert_async("extending write behind a cold indirect block")
 }
 
 /// Writes in flight on the slow device (from /sys/block/X/inflight).
