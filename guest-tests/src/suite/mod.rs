@@ -520,10 +520,6 @@ pub const KNOWN_GAPS: &[(&str, &str)] = &[
         "ext4 updates atime inside io_submit: ext4_dirty_inode() -> ext4_reserve_inode_write() reads the cold inode-table block synchronously; the series does not defer the atime update yet",
     ),
     (
-        "write/extend_nonblocking@ext2",
-        "a write that allocates a block behind a cold indirect block reads that block synchronously in io_submit (2 sectors read during io_submit, 1 sleep per write, ~1.3 ms); the series parks on mapping metadata only for writes that read the old block",
-    ),
-    (
         "write/osync_nonblocking@ext3",
         "O_SYNC overwrite on ext3 is punted to the worker (write_punt_eagain), which preempts the submitter inside io_submit on the single vCPU (preempted 9/9, 0 sleeps): io_submit ~0.45-0.55 ms, around the L/2 threshold",
     ),
