@@ -1,6 +1,8 @@
-//! The four engines, each driving the same list of offsets with at most `qd`
-//! requests in flight, and measuring itself between two [`Snap`]s.
+//! The four engines, each driving the same list of requests (offset,
+//! length; all reads or all writes) with at most `qd` in flight, and
+//! measuring itself between two [`Snap`]s.
 
+use crate::aiostats::{self, Stats};
 use crate::sys::{self, DevStat, Usage};
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -32,18 +34,52 @@ impl Engine {
     }
 }
 
+/// Read or write (every request of a run is the same).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Read,
+    Write,
+}
+
+impl Op {
+    fn name(self) -> &'static str {
+        match self {
+            Op::Read => "read",
+            Op::Write => "write",
+        }
+    }
+}
+
+/// One request: `len` bytes at `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Io {
+    pub off: u64,
+    pub len: usize,
+}
+
+/// Requests of `bs` bytes at each offset.
+pub fn fixed(offs: &[u64], bs: usize) -> Vec<Io> {
+    offs.iter().map(|&off| Io { off, len: bs }).collect()
+}
+
 /// Counters at one instant.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Snap {
     pub t: Instant,
     pub usage: Usage,
     pub ctxt: u64,
     pub dev: DevStat,
+    /// The series' debugfs counters (None: no such file, i.e. the unpatched
+    /// kernel, or not readable).
+    pub aio: Option<Stats>,
 }
 
 impl Snap {
     pub fn take(dev: &str) -> Snap {
         Snap {
+            aio: aiostats::read_at(std::path::Path::new(aiostats::DEBUGFS))
+                .ok()
+                .flatten(),
             usage: sys::usage(),
             ctxt: sys::system_ctxt(),
             dev: sys::devstat(dev),
@@ -61,7 +97,7 @@ pub struct Raw {
     /// Submit → completion seen by the program, per IO.
     pub lat_ns: Vec<u64>,
     pub bytes: u64,
-    /// Failed or short reads.
+    /// Failed or short requests.
     pub errors: u64,
     pub first_error: Option<String>,
     pub start: Option<Snap>,
@@ -76,29 +112,48 @@ impl Raw {
         }
     }
 
-    fn done(&mut self, off: u64, res: i64, bs: usize) {
-        if res == bs as i64 {
-            self.bytes += bs as u64;
+    fn done(&mut self, op: Op, io: Io, res: i64) {
+        if res == io.len as i64 {
+            self.bytes += io.len as u64;
         } else {
-            self.fail(format!("read at {off}: result {res}, wanted {bs}"));
+            self.fail(format!(
+                "{} at {}: result {res}, wanted {}",
+                op.name(),
+                io.off,
+                io.len
+            ));
         }
     }
 }
 
-pub fn run(
-    e: Engine,
-    fd: RawFd,
-    offs: &[u64],
-    bs: usize,
-    qd: usize,
-    dev: &str,
-) -> std::io::Result<Raw> {
+/// Buffer size for a request list (the longest request).
+fn buf_len(ios: &[Io]) -> usize {
+    ios.iter().map(|i| i.len).max().unwrap_or(0).max(1)
+}
+
+/// A buffer of `n` bytes: zeros for reads, a non-zero pattern for writes.
+fn buffer(op: Op, n: usize) -> Vec<u8> {
+    match op {
+        Op::Read => vec![0u8; n],
+        Op::Write => (0..n).map(|i| (i % 251) as u8 ^ 0xa5).collect(),
+    }
+}
+
+/// pread or pwrite of one request.
+fn sync_io(op: Op, fd: RawFd, buf: &mut [u8], io: Io) -> std::io::Result<usize> {
+    match op {
+        Op::Read => sys::pread(fd, &mut buf[..io.len], io.off),
+        Op::Write => sys::pwrite(fd, &buf[..io.len], io.off),
+    }
+}
+
+pub fn run(e: Engine, op: Op, fd: RawFd, ios: &[Io], qd: usize, dev: &str) -> std::io::Result<Raw> {
     let qd = qd.max(1);
     match e {
-        Engine::Sync => Ok(sync(fd, offs, bs, dev)),
-        Engine::Pool => Ok(pool(fd, offs, bs, qd, dev)),
-        Engine::Aio => aio(fd, offs, bs, qd, dev),
-        Engine::Uring => uring(fd, offs, bs, qd, dev),
+        Engine::Sync => Ok(sync(op, fd, ios, dev)),
+        Engine::Pool => Ok(pool(op, fd, ios, qd, dev)),
+        Engine::Aio => aio(op, fd, ios, qd, dev),
+        Engine::Uring => uring(op, fd, ios, qd, dev),
     }
 }
 
@@ -106,30 +161,31 @@ fn ns(t: Instant) -> u64 {
     t.elapsed().as_nanos() as u64
 }
 
-fn sync(fd: RawFd, offs: &[u64], bs: usize, dev: &str) -> Raw {
-    let mut buf = vec![0u8; bs];
+fn sync(op: Op, fd: RawFd, ios: &[Io], dev: &str) -> Raw {
+    let mut buf = buffer(op, buf_len(ios));
     let mut r = Raw {
         start: Some(Snap::take(dev)),
         ..Raw::default()
     };
-    for &off in offs {
+    for &io in ios {
         let t = Instant::now();
-        let res = sys::pread(fd, &mut buf, off);
+        let res = sync_io(op, fd, &mut buf, io);
         let d = ns(t);
         r.submit_ns.push(d);
         r.lat_ns.push(d);
         match res {
-            Ok(n) => r.done(off, n as i64, bs),
-            Err(e) => r.fail(format!("pread at {off}: {e}")),
+            Ok(n) => r.done(op, io, n as i64),
+            Err(e) => r.fail(format!("p{} at {}: {e}", op.name(), io.off)),
         }
     }
     r.end = Some(Snap::take(dev));
     r
 }
 
-/// `qd` threads, each taking the next offset and calling pread: the
-/// "punt every IO to a thread" design.
-fn pool(fd: RawFd, offs: &[u64], bs: usize, qd: usize, dev: &str) -> Raw {
+/// `qd` threads, each taking the next request and calling pread / pwrite:
+/// the "punt every IO to a thread" design.
+fn pool(op: Op, fd: RawFd, ios: &[Io], qd: usize, dev: &str) -> Raw {
+    let blen = buf_len(ios);
     let next = AtomicUsize::new(0);
     let start = Barrier::new(qd + 1);
     let end = Barrier::new(qd + 1);
@@ -138,18 +194,18 @@ fn pool(fd: RawFd, offs: &[u64], bs: usize, qd: usize, dev: &str) -> Raw {
     std::thread::scope(|s| {
         for _ in 0..qd {
             s.spawn(|| {
-                let mut buf = vec![0u8; bs];
+                let mut buf = buffer(op, blen);
                 let mut mine = Raw::default();
                 start.wait();
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(&off) = offs.get(i) else { break };
+                    let Some(&io) = ios.get(i) else { break };
                     let t = Instant::now();
-                    let res = sys::pread(fd, &mut buf, off);
+                    let res = sync_io(op, fd, &mut buf, io);
                     mine.lat_ns.push(ns(t));
                     match res {
-                        Ok(n) => mine.done(off, n as i64, bs),
-                        Err(e) => mine.fail(format!("pread at {off}: {e}")),
+                        Ok(n) => mine.done(op, io, n as i64),
+                        Err(e) => mine.fail(format!("p{} at {}: {e}", op.name(), io.off)),
                     }
                 }
                 {
@@ -177,9 +233,9 @@ fn pool(fd: RawFd, offs: &[u64], bs: usize, qd: usize, dev: &str) -> Raw {
 
 /// Native AIO: one iocb per io_submit call (so each call's latency is one
 /// IO's), refilled as events are reaped, `qd` in flight.
-fn aio(fd: RawFd, offs: &[u64], bs: usize, qd: usize, dev: &str) -> std::io::Result<Raw> {
+fn aio(op: Op, fd: RawFd, ios: &[Io], qd: usize, dev: &str) -> std::io::Result<Raw> {
     let ctx = sys::io_setup(qd as u32)?;
-    let mut slots = Slots::new(qd, bs);
+    let mut slots = Slots::new(op, qd, buf_len(ios));
     let mut cbs: Vec<sys::Iocb> = vec![sys::Iocb::default(); qd];
     let mut events = vec![sys::IoEvent::default(); qd];
     let mut r = Raw {
@@ -188,30 +244,34 @@ fn aio(fd: RawFd, offs: &[u64], bs: usize, qd: usize, dev: &str) -> std::io::Res
     };
     let mut next = 0usize;
     let mut inflight = 0usize;
-    let mut submit = |slot: usize, off: u64, r: &mut Raw, slots: &mut Slots| {
+    let opcode = match op {
+        Op::Read => sys::IOCB_CMD_PREAD,
+        Op::Write => sys::IOCB_CMD_PWRITE,
+    };
+    let mut submit = |slot: usize, io: Io, r: &mut Raw, slots: &mut Slots| {
         cbs[slot] = sys::Iocb {
             aio_data: slot as u64,
-            aio_lio_opcode: sys::IOCB_CMD_PREAD,
+            aio_lio_opcode: opcode,
             aio_fildes: fd as u32,
             aio_buf: slots.bufs[slot].as_mut_ptr() as u64,
-            aio_nbytes: bs as u64,
-            aio_offset: off as i64,
+            aio_nbytes: io.len as u64,
+            aio_offset: io.off as i64,
             ..sys::Iocb::default()
         };
         let t = Instant::now();
         let res = sys::io_submit_one(ctx, &mut cbs[slot]);
         r.submit_ns.push(ns(t));
-        slots.issued[slot] = (t, off);
+        slots.issued[slot] = (t, io);
         match res {
             Ok(()) => true,
             Err(e) => {
-                r.fail(format!("io_submit at {off}: {e}"));
+                r.fail(format!("io_submit ({}) at {}: {e}", op.name(), io.off));
                 false
             }
         }
     };
-    while next < qd.min(offs.len()) {
-        if submit(next, offs[next], &mut r, &mut slots) {
+    while next < qd.min(ios.len()) {
+        if submit(next, ios[next], &mut r, &mut slots) {
             inflight += 1;
         }
         next += 1;
@@ -227,11 +287,11 @@ fn aio(fd: RawFd, offs: &[u64], bs: usize, qd: usize, dev: &str) -> std::io::Res
         for ev in &events[..n] {
             inflight -= 1;
             let slot = ev.data as usize;
-            let (t, off) = slots.issued[slot];
+            let (t, io) = slots.issued[slot];
             r.lat_ns.push(ns(t));
-            r.done(off, ev.res, bs);
-            if next < offs.len() {
-                if submit(slot, offs[next], &mut r, &mut slots) {
+            r.done(op, io, ev.res);
+            if next < ios.len() {
+                if submit(slot, ios[next], &mut r, &mut slots) {
                     inflight += 1;
                 }
                 next += 1;
@@ -243,38 +303,44 @@ fn aio(fd: RawFd, offs: &[u64], bs: usize, qd: usize, dev: &str) -> std::io::Res
     Ok(r)
 }
 
-/// Per-slot buffers and (submit time, offset) of the request in the slot.
+/// Per-slot buffers and (submit time, request) of the request in the slot.
 struct Slots {
     bufs: Vec<Vec<u8>>,
-    issued: Vec<(Instant, u64)>,
+    issued: Vec<(Instant, Io)>,
 }
 
 impl Slots {
-    fn new(qd: usize, bs: usize) -> Slots {
+    fn new(op: Op, qd: usize, len: usize) -> Slots {
         Slots {
-            bufs: (0..qd).map(|_| vec![0u8; bs]).collect(),
-            issued: vec![(Instant::now(), 0); qd],
+            bufs: (0..qd).map(|_| buffer(op, len)).collect(),
+            issued: vec![(Instant::now(), Io { off: 0, len: 0 }); qd],
         }
     }
 }
 
 /// io_uring without SQPOLL: one SQE per io_uring_enter(submit) call, then
 /// io_uring_enter(wait 1) to reap, refilled as completions arrive.
-fn uring(fd: RawFd, offs: &[u64], bs: usize, qd: usize, dev: &str) -> std::io::Result<Raw> {
+fn uring(op: Op, fd: RawFd, ios: &[Io], qd: usize, dev: &str) -> std::io::Result<Raw> {
     use io_uring::{opcode, types, IoUring};
     let mut ring: IoUring = IoUring::new(qd.next_power_of_two() as u32)?;
-    let mut slots = Slots::new(qd, bs);
+    let mut slots = Slots::new(op, qd, buf_len(ios));
     let mut r = Raw {
         start: Some(Snap::take(dev)),
         ..Raw::default()
     };
     let mut next = 0usize;
     let mut inflight = 0usize;
-    let submit = |ring: &mut IoUring, slot: usize, off: u64, r: &mut Raw, slots: &mut Slots| {
-        let sqe = opcode::Read::new(types::Fd(fd), slots.bufs[slot].as_mut_ptr(), bs as u32)
-            .offset(off)
-            .build()
-            .user_data(slot as u64);
+    let submit = |ring: &mut IoUring, slot: usize, io: Io, r: &mut Raw, slots: &mut Slots| {
+        let buf = slots.bufs[slot].as_mut_ptr();
+        let sqe = match op {
+            Op::Read => opcode::Read::new(types::Fd(fd), buf, io.len as u32)
+                .offset(io.off)
+                .build(),
+            Op::Write => opcode::Write::new(types::Fd(fd), buf, io.len as u32)
+                .offset(io.off)
+                .build(),
+        }
+        .user_data(slot as u64);
         let t = Instant::now();
         // SAFETY: the buffer of `slot` is not reused until this SQE's CQE is
         // reaped (a slot is only refilled from its own completion).
@@ -285,17 +351,21 @@ fn uring(fd: RawFd, offs: &[u64], bs: usize, qd: usize, dev: &str) -> std::io::R
             Err(std::io::Error::other("submission queue full"))
         };
         r.submit_ns.push(ns(t));
-        slots.issued[slot] = (t, off);
+        slots.issued[slot] = (t, io);
         match res {
             Ok(_) => true,
             Err(e) => {
-                r.fail(format!("io_uring submit at {off}: {e}"));
+                r.fail(format!(
+                    "io_uring submit ({}) at {}: {e}",
+                    op.name(),
+                    io.off
+                ));
                 false
             }
         }
     };
-    while next < qd.min(offs.len()) {
-        if submit(&mut ring, next, offs[next], &mut r, &mut slots) {
+    while next < qd.min(ios.len()) {
+        if submit(&mut ring, next, ios[next], &mut r, &mut slots) {
             inflight += 1;
         }
         next += 1;
@@ -315,11 +385,11 @@ fn uring(fd: RawFd, offs: &[u64], bs: usize, qd: usize, dev: &str) -> std::io::R
         for (slot, res) in done {
             inflight -= 1;
             let slot = slot as usize;
-            let (t, off) = slots.issued[slot];
+            let (t, io) = slots.issued[slot];
             r.lat_ns.push(ns(t));
-            r.done(off, res as i64, bs);
-            if next < offs.len() {
-                if submit(&mut ring, slot, offs[next], &mut r, &mut slots) {
+            r.done(op, io, res as i64);
+            if next < ios.len() {
+                if submit(&mut ring, slot, ios[next], &mut r, &mut slots) {
                     inflight += 1;
                 }
                 next += 1;
@@ -328,4 +398,95 @@ fn uring(fd: RawFd, offs: &[u64], bs: usize, qd: usize, dev: &str) -> std::io::R
     }
     r.end = Some(Snap::take(dev));
     Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_buffers_and_results() {
+        let ios = [
+            Io { off: 0, len: 4096 },
+            Io {
+                off: 8704,
+                len: 512,
+            },
+        ];
+        assert_eq!(buf_len(&ios), 4096);
+        assert_eq!(buf_len(&[]), 1);
+        assert!(buffer(Op::Write, 600).iter().any(|&b| b != 0));
+        assert!(buffer(Op::Read, 8).iter().all(|&b| b == 0));
+        let mut r = Raw::default();
+        r.done(Op::Write, ios[1], 512);
+        r.done(Op::Write, ios[1], 100);
+        assert_eq!((r.bytes, r.errors), (512, 1));
+        assert_eq!(
+            r.first_error.as_deref(),
+            Some("write at 8704: result 100, wanted 512")
+        );
+        assert_eq!(
+            fixed(&[0, 4096], 4096)[1],
+            Io {
+                off: 4096,
+                len: 4096
+            }
+        );
+    }
+
+    /// Every engine writes what it was asked to, at the right offsets (a
+    /// temporary file on the host; no device counters).
+    #[test]
+    fn engines_write_and_read_back() {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::FileExt;
+        let d = std::env::temp_dir().join(format!("gb-engines-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        for e in Engine::ALL {
+            let p = d.join(e.name());
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&p)
+                .unwrap();
+            f.set_len(64 << 10).unwrap();
+            let ios = [
+                Io { off: 0, len: 4096 },
+                Io {
+                    off: 4096 * 3 + 1024,
+                    len: 512,
+                },
+                Io {
+                    off: 4096 * 9,
+                    len: 4096,
+                },
+            ];
+            let r = match run(e, Op::Write, f.as_raw_fd(), &ios, 2, "") {
+                Ok(r) => r,
+                // io_uring may be unavailable in a container: not this test's concern.
+                Err(err) if e == Engine::Uring => {
+                    eprintln!("uring: {err}");
+                    continue;
+                }
+                Err(err) => panic!("{}: {err}", e.name()),
+            };
+            assert_eq!(r.errors, 0, "{}: {:?}", e.name(), r.first_error);
+            assert_eq!(r.bytes, 4096 + 512 + 4096);
+            let want = buffer(Op::Write, 4096);
+            let mut got = vec![0u8; 512];
+            f.read_exact_at(&mut got, 4096 * 3 + 1024).unwrap();
+            assert_eq!(got, want[..512], "{}", e.name());
+            f.read_exact_at(&mut got, 4096 * 3).unwrap();
+            assert!(
+                got.iter().all(|&b| b == 0),
+                "{}: bytes before the partial write",
+                e.name()
+            );
+            let rr = run(e, Op::Read, f.as_raw_fd(), &ios, 2, "").unwrap();
+            assert_eq!(rr.errors, 0, "{}", e.name());
+        }
+        std::fs::remove_dir_all(&d).unwrap();
+    }
 }

@@ -3,6 +3,10 @@
 //! Prints one JSON object per line on stdout (see README.md); progress goes
 //! to stderr.
 
+// The series' counter parser, shared with the guest test suite.
+#[allow(dead_code)]
+#[path = "../../guest-tests/src/aiostats.rs"]
+mod aiostats;
 mod engines;
 mod fio;
 mod point;
@@ -10,7 +14,7 @@ mod prng;
 mod stats;
 mod sys;
 
-use engines::Engine;
+use engines::{Engine, Io, Op};
 use serde_json::json;
 use std::fs::File;
 use std::io::Write;
@@ -20,8 +24,10 @@ use std::time::Instant;
 
 const USAGE: &str =
     "usage: guest-bench [--fs ext2,ext3 | --dir DIR [--dev NAME]] [--full] [--qd 1,8,32]
-  [--engines sync,pool,aio,uring] [--workloads rand4k,seq1m,warm4k] [--reads N]
-  [--warm-reads N] [--file-mib M] [--seed S] [--seq-qd N] [--fio-dir DIR] [--fio-only] [--no-drop] [--fadv-random]";
+  [--engines sync,pool,aio,uring] [--workloads rand4k,seq1m,warm4k,write4k,write4k-dsync]
+  [--reads N] [--warm-reads N] [--writes N] [--write-qd 1,32] [--file-mib M] [--seed S] [--seq-qd N] [--fio-dir DIR] [--fio-only] [--no-drop] [--fadv-random]";
+
+const WORKLOADS: [&str; 5] = ["rand4k", "seq1m", "warm4k", "write4k", "write4k-dsync"];
 
 /// Set from --fadv-random before any point runs.
 static FADV_RANDOM: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -36,6 +42,10 @@ pub struct Opts {
     workloads: Vec<String>,
     reads: usize,
     warm_reads: usize,
+    /// Writes per point of the write workloads.
+    writes: usize,
+    /// Queue depths of the write workloads.
+    write_qds: Vec<usize>,
     file_mib: u64,
     seed: u64,
     seq_qd: usize,
@@ -55,9 +65,11 @@ impl Default for Opts {
             dev: String::new(),
             qds: vec![1, 8, 32],
             engines: Engine::ALL.to_vec(),
-            workloads: vec!["rand4k".into(), "seq1m".into(), "warm4k".into()],
+            workloads: WORKLOADS.iter().map(|w| w.to_string()).collect(),
             reads: 2000,
             warm_reads: 100000,
+            writes: 1000,
+            write_qds: vec![1, 32],
             file_mib: 128,
             seed: 0x6275_6661_696f,
             seq_qd: 1,
@@ -93,14 +105,14 @@ pub fn parse_args(args: &[String]) -> Result<Opts, String> {
             "--qd" => o.qds = list(&val()?, |s| s.parse().ok().filter(|&q: &usize| q > 0))?,
             "--engines" => o.engines = list(&val()?, Engine::parse)?,
             "--workloads" => {
-                o.workloads = list(&val()?, |s| {
-                    ["rand4k", "seq1m", "warm4k"]
-                        .contains(&s)
-                        .then(|| s.to_string())
-                })?
+                o.workloads = list(&val()?, |s| WORKLOADS.contains(&s).then(|| s.to_string()))?
             }
             "--reads" => o.reads = num(val()?)? as usize,
             "--warm-reads" => o.warm_reads = num(val()?)? as usize,
+            "--writes" => o.writes = num(val()?)? as usize,
+            "--write-qd" => {
+                o.write_qds = list(&val()?, |s| s.parse().ok().filter(|&q: &usize| q > 0))?
+            }
             "--file-mib" => o.file_mib = num(val()?)?.max(1),
             "--seed" => o.seed = num(val()?)?,
             "--seq-qd" => o.seq_qd = num(val()?)?.max(1) as usize,
@@ -266,9 +278,64 @@ fn cold(o: &Opts) {
     }
 }
 
+/// How a point opens the file: read-only, or for writing (optionally O_DSYNC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Read,
+    Write,
+    WriteDsync,
+}
+
+impl Mode {
+    fn op(self) -> Op {
+        match self {
+            Mode::Read => Op::Read,
+            Mode::Write | Mode::WriteDsync => Op::Write,
+        }
+    }
+
+    fn open(self, p: &Path) -> std::io::Result<File> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut o = std::fs::OpenOptions::new();
+        match self {
+            Mode::Read => o.read(true),
+            Mode::Write => o.write(true),
+            Mode::WriteDsync => o.write(true).custom_flags(libc::O_DSYNC),
+        };
+        o.open(p)
+    }
+}
+
+/// The write workloads' requests: `count` distinct 4 KiB blocks of the
+/// preallocated file in random order (fixed seed, not the reads' offsets);
+/// even-numbered requests overwrite the whole block (4096 B, aligned, so
+/// nothing has to be read), odd-numbered ones write 512 B at a 512-aligned
+/// offset 512…3584 inside the block, so the old block has to be read
+/// first (the file is cold).
+fn write_ios(seed: u64, blocks: u64, count: usize) -> Vec<Io> {
+    prng::distinct_blocks(seed ^ 0x0077_7269_7465, blocks, count)
+        .into_iter()
+        .enumerate()
+        .map(|(i, b)| {
+            if i % 2 == 0 {
+                Io {
+                    off: b * 4096,
+                    len: 4096,
+                }
+            } else {
+                Io {
+                    off: b * 4096 + 512 * (1 + b % 7),
+                    len: 512,
+                }
+            }
+        })
+        .collect()
+}
+
 /// One engine × QD point: open, run, close, print.
-fn point(t: &Target, workload: &str, e: Engine, qd: usize, bs: usize, offs: &[u64]) -> u64 {
-    let f = match File::open(&t.file) {
+fn point(t: &Target, workload: &str, e: Engine, qd: usize, mode: Mode, ios: &[Io]) -> u64 {
+    let bs = ios.iter().map(|i| i.len).max().unwrap_or(0);
+    let f = match mode.open(&t.file) {
         Ok(f) => f,
         Err(err) => {
             log(&format!("open {}: {err}", t.file.display()));
@@ -282,7 +349,7 @@ fn point(t: &Target, workload: &str, e: Engine, qd: usize, bs: usize, offs: &[u6
             log(&format!("posix_fadvise(RANDOM): error {r}"));
         }
     }
-    let raw = match engines::run(e, f.as_raw_fd(), offs, bs, qd, &t.dev) {
+    let raw = match engines::run(e, mode.op(), f.as_raw_fd(), ios, qd, &t.dev) {
         Ok(r) => r,
         Err(err) => {
             out(
@@ -303,14 +370,26 @@ fn point(t: &Target, workload: &str, e: Engine, qd: usize, bs: usize, offs: &[u6
         raw,
     );
     log(&format!(
-        "{} {workload} {} qd{qd}: {:.0} IOPS, submit p99 {} us, {:.2} ctx/IO, {:.2} sys ctx/IO, {:.2} dev reads/IO",
+        "{} {workload} {} qd{qd}: {:.0} IOPS, submit p99 {} us, {:.2} ctx/IO, {:.2} sys ctx/IO, {:.2} dev reads/IO, {:.2} dev writes/IO{}",
         t.label,
         e.name(),
         p.iops,
         p.submit.map(|s| format!("{:.0}", s.p99_us)).unwrap_or("-".into()),
         p.ctx_per_io,
         p.sys_ctx_per_io,
-        p.dev_reads_per_io
+        p.dev_reads_per_io,
+        p.dev_writes_per_io,
+        p.aio_stats
+            .as_ref()
+            .map(|m| {
+                let nz: Vec<String> = m
+                    .iter()
+                    .filter(|(_, v)| **v != 0)
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                format!(", aio/stats: {}", nz.join(" "))
+            })
+            .unwrap_or_default()
     ));
     let errs = p.errors;
     out(&p);
@@ -346,6 +425,16 @@ fn run(o: &Opts) -> Result<u64, String> {
     if clocksource.contains("jiffies") {
         log("WARNING: clocksource is jiffies: times and the null_blk timer are quantised to the tick");
     }
+    if o.dir.is_none() {
+        mount_debugfs();
+    }
+    let aio_stats_available = match aiostats::read_at(Path::new(aiostats::DEBUGFS)) {
+        Ok(s) => s.is_some(),
+        Err(e) => {
+            log(&format!("aio/stats: {e}"));
+            false
+        }
+    };
     let lat_ns = std::fs::read_to_string("/sys/module/null_blk/parameters/completion_nsec")
         .ok()
         .and_then(|s| s.trim().parse::<u64>().ok());
@@ -353,7 +442,9 @@ fn run(o: &Opts) -> Result<u64, String> {
         &json!({"kind": "env", "kernel": release, "device_latency_ns": lat_ns,
         "clocksource": clocksource, "fadv_random": o.fadv_random, "online_cpus": online_cpus(),
         "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-        "reads": o.reads, "warm_reads": o.warm_reads, "file_mib": o.file_mib, "seed": o.seed,
+        "reads": o.reads, "warm_reads": o.warm_reads, "writes": o.writes,
+        "write_qds": o.write_qds, "aio_stats": aio_stats_available,
+        "file_mib": o.file_mib, "seed": o.seed,
         "qds": o.qds, "engines": o.engines.iter().map(|e| e.name()).collect::<Vec<_>>(),
         "workloads": o.workloads}),
     );
@@ -369,17 +460,19 @@ fn run(o: &Opts) -> Result<u64, String> {
                             .into_iter()
                             .map(|b| b * 4096)
                             .collect();
+                        let ios = engines::fixed(&offs, 4096);
                         for (e, qd) in plan(&o.engines, &o.qds) {
                             cold(o);
-                            errors += point(t, w, e, qd, 4096, &offs);
+                            errors += point(t, w, e, qd, Mode::Read, &ios);
                         }
                     }
                     "seq1m" => {
                         let offs: Vec<u64> = (0..t.size >> 20).map(|i| i << 20).collect();
+                        let ios = engines::fixed(&offs, 1 << 20);
                         for &e in &o.engines {
                             let qd = if e == Engine::Sync { 1 } else { o.seq_qd };
                             cold(o);
-                            errors += point(t, w, e, qd, 1 << 20, &offs);
+                            errors += point(t, w, e, qd, Mode::Read, &ios);
                         }
                     }
                     "warm4k" => {
@@ -387,10 +480,13 @@ fn run(o: &Opts) -> Result<u64, String> {
                             .into_iter()
                             .map(|b| b * 4096)
                             .collect();
+                        let ios = engines::fixed(&offs, 4096);
                         // Bring the whole file in once.
                         let all: Vec<u64> = (0..t.size >> 20).map(|i| i << 20).collect();
                         if let Ok(f) = File::open(&t.file) {
-                            let _ = engines::run(Engine::Sync, f.as_raw_fd(), &all, 1 << 20, 1, "");
+                            let all = engines::fixed(&all, 1 << 20);
+                            let _ =
+                                engines::run(Engine::Sync, Op::Read, f.as_raw_fd(), &all, 1, "");
                         }
                         let qds: Vec<usize> = o
                             .qds
@@ -399,7 +495,20 @@ fn run(o: &Opts) -> Result<u64, String> {
                             .filter(|&q| q == 1 || q == 32)
                             .collect();
                         for (e, qd) in plan(&o.engines, &qds) {
-                            errors += point(t, w, e, qd, 4096, &offs);
+                            errors += point(t, w, e, qd, Mode::Read, &ios);
+                        }
+                    }
+                    "write4k" | "write4k-dsync" => {
+                        let mode = if w == "write4k" {
+                            Mode::Write
+                        } else {
+                            Mode::WriteDsync
+                        };
+                        let ios = write_ios(o.seed, pages, o.writes);
+                        for (e, qd) in plan(&o.engines, &o.write_qds) {
+                            // Also writes back the previous point's dirty pages.
+                            cold(o);
+                            errors += point(t, w, e, qd, mode, &ios);
                         }
                     }
                     _ => {}
@@ -423,6 +532,20 @@ fn run(o: &Opts) -> Result<u64, String> {
     Ok(errors)
 }
 
+/// debugfs on /sys/kernel/debug, for the series' aio/stats counters (the
+/// unpatched kernel has debugfs but not the file: points then report null).
+fn mount_debugfs() {
+    let dbg = Path::new(aiostats::DEBUGFS);
+    if dbg.join(aiostats::STATS_REL).exists() {
+        return;
+    }
+    if let Err(e) = sys::mount("debugfs", dbg, "debugfs") {
+        if e.raw_os_error() != Some(libc::EBUSY) {
+            log(&format!("mount debugfs on {}: {e}", dbg.display()));
+        }
+    }
+}
+
 /// /sys/devices/system/cpu/online, e.g. "0-1" (what the kernel brought up).
 fn online_cpus() -> String {
     std::fs::read_to_string("/sys/devices/system/cpu/online")
@@ -443,7 +566,7 @@ fn main() {
     match run(&o) {
         Ok(0) => {}
         Ok(n) => {
-            log(&format!("{n} read(s) failed"));
+            log(&format!("{n} request(s) failed"));
             std::process::exit(1);
         }
         Err(e) => {
@@ -473,6 +596,44 @@ mod tests {
         assert!(parse_args(&args("--engines bogus")).is_err());
         assert!(parse_args(&args("--reads")).is_err());
         assert!(parse_args(&args("--workloads seq1m,nope")).is_err());
+        let o = parse_args(&args(
+            "--workloads write4k-dsync --writes 64 --write-qd 1,8",
+        ))
+        .unwrap();
+        assert_eq!(o.workloads, ["write4k-dsync"]);
+        assert_eq!((o.writes, o.write_qds.clone()), (64, vec![1, 8]));
+        assert_eq!(Opts::default().write_qds, [1, 32]);
+        assert!(parse_args(&args("--write-qd 0")).is_err());
+    }
+
+    #[test]
+    fn write_requests() {
+        let v = write_ios(7, 1024, 200);
+        assert_eq!(v.len(), 200);
+        assert_eq!(v, write_ios(7, 1024, 200), "fixed seed");
+        let mut blocks: Vec<u64> = v.iter().map(|i| i.off / 4096).collect();
+        blocks.sort_unstable();
+        blocks.dedup();
+        assert_eq!(blocks.len(), 200, "distinct blocks");
+        for (i, io) in v.iter().enumerate() {
+            assert!(io.off / 4096 < 1024);
+            if i % 2 == 0 {
+                assert_eq!((io.len, io.off % 4096), (4096, 0), "{io:?}");
+            } else {
+                assert_eq!(io.len, 512, "{io:?}");
+                let inside = io.off % 4096;
+                assert!(
+                    inside % 512 == 0 && (512..=3584).contains(&inside),
+                    "{io:?}"
+                );
+                // Within the block.
+                assert!(inside + 512 <= 4096);
+            }
+        }
+        let reads = prng::distinct_blocks(7, 1024, 200);
+        let first: Vec<u64> = v.iter().take(10).map(|i| i.off / 4096).collect();
+        assert_ne!(reads[..10], first[..], "not the reads' offsets");
+        assert_eq!(write_ios(7, 4, 10).len(), 4, "capped at the file size");
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! One measured point as a JSON line (the format the host's
 //! `cargo xtask bench` reads; documented in guest-bench/README.md).
 
+use crate::aiostats::{self, Stats};
 use crate::engines::Raw;
 use crate::stats::{self, Summary};
 use serde::Serialize;
+use std::collections::BTreeMap;
 
 #[derive(Debug, Serialize)]
 pub struct Point {
@@ -33,6 +35,12 @@ pub struct Point {
     pub sys_ctx_per_io: f64,
     pub dev_reads_per_io: f64,
     pub dev_kib_per_read: f64,
+    pub dev_writes_per_io: f64,
+    pub dev_kib_per_write: f64,
+    /// Deltas of the series' debugfs counters (`/sys/kernel/debug/aio/stats`)
+    /// over the point: which path the requests took. None when the kernel
+    /// has no such file (unpatched).
+    pub aio_stats: Option<BTreeMap<String, u64>>,
     pub errors: u64,
     pub first_error: Option<String>,
     /// 101 quantiles (p0…p100) of the submit latency, µs (for the CDF plot).
@@ -47,21 +55,46 @@ pub struct Meta<'a> {
     pub bs: usize,
 }
 
+/// `after - before` of every counter the series defines, as a JSON map;
+/// None unless both snapshots have the file.
+pub fn stats_delta(before: Option<&Stats>, after: Option<&Stats>) -> Option<BTreeMap<String, u64>> {
+    let d = after?.delta(before?);
+    Some(
+        aiostats::NAMES
+            .iter()
+            .filter_map(|n| d.get(n).map(|v| (n.to_string(), v)))
+            .collect(),
+    )
+}
+
 pub fn build(m: &Meta, mut raw: Raw) -> Point {
     let ios = raw.lat_ns.len().max(1);
     let per = |v: f64| v / ios as f64;
-    let (wall, cpu, vcs, ivcs, sys_ctx, dreads, dsect) = match (raw.start, raw.end) {
+    let d = |a: u64, b: u64| b.saturating_sub(a) as f64;
+    let (wall, cpu, vcs, ivcs, sys_ctx) = match (&raw.start, &raw.end) {
         (Some(a), Some(b)) => (
             b.t.duration_since(a.t).as_secs_f64(),
-            b.usage.cpu_ns.saturating_sub(a.usage.cpu_ns) as f64,
-            b.usage.nvcsw.saturating_sub(a.usage.nvcsw) as f64,
-            b.usage.nivcsw.saturating_sub(a.usage.nivcsw) as f64,
-            b.ctxt.saturating_sub(a.ctxt) as f64,
-            b.dev.reads.saturating_sub(a.dev.reads) as f64,
-            b.dev.sectors.saturating_sub(a.dev.sectors) as f64,
+            d(a.usage.cpu_ns, b.usage.cpu_ns),
+            d(a.usage.nvcsw, b.usage.nvcsw),
+            d(a.usage.nivcsw, b.usage.nivcsw),
+            d(a.ctxt, b.ctxt),
         ),
-        _ => (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0),
+        _ => (0.0, 0.0, 0.0, 0.0, 0.0),
     };
+    let (dreads, dsect, dwrites, dwsect) = match (&raw.start, &raw.end) {
+        (Some(a), Some(b)) => (
+            d(a.dev.reads, b.dev.reads),
+            d(a.dev.sectors, b.dev.sectors),
+            d(a.dev.writes, b.dev.writes),
+            d(a.dev.wsectors, b.dev.wsectors),
+        ),
+        _ => (0.0, 0.0, 0.0, 0.0),
+    };
+    let aio_stats = stats_delta(
+        raw.start.as_ref().and_then(|s| s.aio.as_ref()),
+        raw.end.as_ref().and_then(|s| s.aio.as_ref()),
+    );
+    let kib_per = |sect: f64, n: f64| if n > 0.0 { sect / 2.0 / n } else { 0.0 };
     // JSON has no NaN: a zero-length point reports rates of 0.
     let rate = |x: f64| if wall > 0.0 { x / wall } else { 0.0 };
     let submit = stats::summarize(&mut raw.submit_ns);
@@ -86,11 +119,10 @@ pub fn build(m: &Meta, mut raw: Raw) -> Point {
         ctx_per_io: per(vcs + ivcs),
         sys_ctx_per_io: per(sys_ctx),
         dev_reads_per_io: per(dreads),
-        dev_kib_per_read: if dreads > 0.0 {
-            dsect / 2.0 / dreads
-        } else {
-            0.0
-        },
+        dev_kib_per_read: kib_per(dsect, dreads),
+        dev_writes_per_io: per(dwrites),
+        dev_kib_per_write: kib_per(dwsect, dwrites),
+        aio_stats,
         errors: raw.errors,
         first_error: raw.first_error,
         submit_cdf_us: stats::quantiles(&raw.submit_ns, 100),
@@ -118,7 +150,10 @@ mod tests {
             dev: DevStat {
                 reads: 5,
                 sectors: 40,
+                writes: 1,
+                wsectors: 8,
             },
+            aio: Some(aiostats::parse("write_inline 3\nwrite_park_folio 1\n").unwrap()),
         };
         let b = Snap {
             t: t + Duration::from_secs(2),
@@ -131,7 +166,12 @@ mod tests {
             dev: DevStat {
                 reads: 205,
                 sectors: 40 + 200 * 8,
+                writes: 101,
+                wsectors: 8 + 100 * 8,
             },
+            aio: Some(
+                aiostats::parse("write_inline 103\nwrite_park_folio 101\nworker_exit 2\n").unwrap(),
+            ),
         };
         let raw = Raw {
             submit_ns: vec![1_000_000; 200],
@@ -156,10 +196,36 @@ mod tests {
         assert_eq!(p.sys_ctx_per_io, 2.0);
         assert_eq!(p.dev_reads_per_io, 1.0);
         assert_eq!(p.dev_kib_per_read, 4.0);
+        assert_eq!(p.dev_writes_per_io, 0.5);
+        assert_eq!(p.dev_kib_per_write, 4.0);
+        let st = p.aio_stats.as_ref().unwrap();
+        assert_eq!(st.get("write_inline"), Some(&100));
+        assert_eq!(st.get("write_park_folio"), Some(&100));
+        assert_eq!(st.get("worker_exit"), Some(&2));
+        assert_eq!(st.get("read_inline"), None, "not in either snapshot");
         assert_eq!(p.submit.unwrap().p99_us, 1000.0);
         assert!((p.submit_share.unwrap() - 0.1).abs() < 1e-12);
         assert_eq!(p.submit_cdf_us.len(), 101);
         let line = serde_json::to_string(&p).unwrap();
         assert!(line.starts_with("{\"kind\":\"point\""), "{line}");
+        assert!(
+            line.contains(
+                "\"aio_stats\":{\"worker_exit\":2,\"write_inline\":100,\"write_park_folio\":100}"
+            ),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn stats_only_when_both_snapshots_have_them() {
+        let a = aiostats::parse("write_async 1\n").unwrap();
+        let b = aiostats::parse("write_async 4\n").unwrap();
+        assert_eq!(stats_delta(None, Some(&b)), None);
+        assert_eq!(stats_delta(Some(&a), None), None);
+        let d = stats_delta(Some(&a), Some(&b)).unwrap();
+        assert_eq!(
+            d.into_iter().collect::<Vec<_>>(),
+            [("write_async".to_string(), 3)]
+        );
     }
 }

@@ -40,11 +40,14 @@ pub fn system_ctxt() -> u64 {
         .unwrap_or(0)
 }
 
-/// Read IOs completed and sectors read, from /sys/block/DEV/stat.
+/// Read and write IOs completed and sectors read / written, from
+/// /sys/block/DEV/stat (fields 1, 3, 5 and 7).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct DevStat {
     pub reads: u64,
     pub sectors: u64,
+    pub writes: u64,
+    pub wsectors: u64,
 }
 
 pub fn parse_devstat(s: &str) -> Option<DevStat> {
@@ -55,6 +58,8 @@ pub fn parse_devstat(s: &str) -> Option<DevStat> {
     Some(DevStat {
         reads: *f.first()?,
         sectors: *f.get(2)?,
+        writes: *f.get(4)?,
+        wsectors: *f.get(6)?,
     })
 }
 
@@ -120,6 +125,16 @@ pub fn pread(fd: RawFd, buf: &mut [u8], off: u64) -> io::Result<usize> {
     Ok(r as usize)
 }
 
+/// `pwrite` from `buf`; returns bytes written.
+pub fn pwrite(fd: RawFd, buf: &[u8], off: u64) -> io::Result<usize> {
+    // SAFETY: buf is valid for buf.len() bytes for the duration of the call.
+    let r = unsafe { libc::pwrite(fd, buf.as_ptr().cast(), buf.len(), off as libc::off_t) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(r as usize)
+}
+
 // ---- native AIO (<linux/aio_abi.h>) ----
 
 pub type AioContext = libc::c_ulong;
@@ -151,6 +166,7 @@ pub struct IoEvent {
 }
 
 pub const IOCB_CMD_PREAD: u16 = 0;
+pub const IOCB_CMD_PWRITE: u16 = 1;
 
 pub fn io_setup(nr: u32) -> io::Result<AioContext> {
     let mut ctx: AioContext = 0;
@@ -231,9 +247,12 @@ mod tests {
             parse_devstat(d),
             Some(DevStat {
                 reads: 2001,
-                sectors: 16008
+                sectors: 16008,
+                writes: 5,
+                wsectors: 40,
             })
         );
         assert_eq!(parse_devstat("x y"), None);
+        assert_eq!(parse_devstat("1 2 3 4"), None, "no write fields");
     }
 }
