@@ -521,7 +521,7 @@ pub const KNOWN_GAPS: &[(&str, &str)] = &[
     ),
     (
         "write/osync_nonblocking@ext3",
-        "O_SYNC overwrite on ext3 is punted to the worker (write_punt_eagain), which preempts the submitter inside io_submit on the single vCPU (preempted 9/9, 0 sleeps): io_submit ~0.45-0.55 ms, around the L/2 threshold",
+        "O_SYNC overwrite on ext3 is punted to the worker (as O_DSYNC: write_punt_eagain), which preempts the submitter inside io_submit on the single vCPU (preempted 9/9, 0 sleeps): io_submit ~0.45-0.55 ms, around the L/2 threshold",
     ),
     (
         "write/odsync_nonblocking@ext3",
