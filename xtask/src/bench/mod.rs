@@ -8,6 +8,7 @@ pub mod report;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
 pub struct Summary {
@@ -42,9 +43,62 @@ pub struct Point {
     pub sys_ctx_per_io: f64,
     pub dev_reads_per_io: f64,
     pub dev_kib_per_read: f64,
+    pub dev_writes_per_io: f64,
+    pub dev_kib_per_write: f64,
+    /// Deltas of the series' debugfs counters over the point (None: the
+    /// kernel has no `/sys/kernel/debug/aio/stats`).
+    pub aio_stats: Option<BTreeMap<String, u64>>,
     pub errors: u64,
     pub first_error: Option<String>,
     pub submit_cdf_us: Vec<f64>,
+}
+
+impl Point {
+    /// A buffered-write workload (`write4k`, `write4k-dsync`).
+    pub fn is_write(&self) -> bool {
+        is_write(&self.workload)
+    }
+}
+
+pub fn is_write(workload: &str) -> bool {
+    workload.starts_with("write")
+}
+
+/// The non-zero counters of a point's aio/stats deltas, each with its
+/// count per IO of the point: `write_inline 500 (0.50/IO)`, in the order
+/// the file lists them (reads, writes, workers). "" without counters.
+pub fn stats_summary(stats: &BTreeMap<String, u64>, ios: usize) -> String {
+    const ORDER: [&str; 12] = [
+        "read_inline",
+        "read_park_folio",
+        "read_park_meta",
+        "read_blocking",
+        "write_inline",
+        "write_async",
+        "write_park_folio",
+        "write_park_meta",
+        "write_punt_eagain",
+        "write_punt_sync",
+        "write_punt_stall",
+        "worker_exit",
+    ];
+    let rank = |k: &str| ORDER.iter().position(|o| *o == k).unwrap_or(ORDER.len());
+    let mut v: Vec<(&String, &u64)> = stats.iter().filter(|(_, v)| **v != 0).collect();
+    v.sort_by_key(|(k, _)| rank(k));
+    let per = |n: u64| {
+        if ios > 0 {
+            format!(" ({:.2}/IO)", n as f64 / ios as f64)
+        } else {
+            String::new()
+        }
+    };
+    if v.is_empty() {
+        return "all zero".into();
+    }
+    v.iter()
+        .map(|(k, n)| format!("{k} {n}{}", per(**n)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl Point {
@@ -156,6 +210,9 @@ pub struct Agg {
     pub repeats: usize,
     pub iops_min: f64,
     pub iops_max: f64,
+    /// The IOPS of this point in each guest run (boot) given to
+    /// [`aggregate`], in that order; None where the run lacks the point.
+    pub iops_by_run: Vec<Option<f64>>,
 }
 
 impl Agg {
@@ -185,18 +242,45 @@ pub fn aggregate(runs: &[GuestOutput]) -> Vec<Agg> {
     }
     order
         .into_iter()
-        .map(|k| {
+        .filter_map(|k| {
+            let iops_by_run = runs
+                .iter()
+                .map(|r| r.points.iter().find(|p| p.key() == k).map(|p| p.iops))
+                .collect();
             let mut v = groups.remove(&k).unwrap_or_default();
             v.sort_by(|a, b| a.iops.total_cmp(&b.iops));
-            let med = v[(v.len() - 1) / 2].clone();
-            Agg {
+            let med = (*v.get((v.len().max(1) - 1) / 2)?).clone();
+            Some(Agg {
                 repeats: v.len(),
                 iops_min: v.first().map(|p| p.iops).unwrap_or(0.0),
                 iops_max: v.last().map(|p| p.iops).unwrap_or(0.0),
+                iops_by_run,
                 point: med,
-            }
+            })
         })
         .collect()
+}
+
+/// `b / a` of the IOPS over the runs both points have (boot i of one
+/// kernel paired with boot i of the other: the bench interleaves them):
+/// (lower median, min, max, pairs). Falls back to the ratio of the medians
+/// (pairs = 0) when no run has both.
+pub fn paired_ratio(a: &Agg, b: &Agg) -> Option<(f64, f64, f64, usize)> {
+    let mut r: Vec<f64> = a
+        .iops_by_run
+        .iter()
+        .zip(&b.iops_by_run)
+        .filter_map(|(x, y)| match (x, y) {
+            (Some(x), Some(y)) if *x > 0.0 && y.is_finite() => Some(y / x),
+            _ => None,
+        })
+        .collect();
+    if r.is_empty() {
+        let m = (a.point.iops > 0.0).then(|| b.point.iops / a.point.iops)?;
+        return Some((m, m, m, 0));
+    }
+    r.sort_by(f64::total_cmp);
+    Some((r[(r.len() - 1) / 2], r[0], r[r.len() - 1], r.len()))
 }
 
 /// fio points over repeats: median by IOPS per filesystem.
@@ -281,5 +365,75 @@ mod tests {
         assert_eq!(a[0].spread(), 1.0);
         assert_eq!(aggregate_fio(&runs)[0].iops, 400.0);
         assert_eq!(aggregate(&runs[..2])[0].point.iops, 100.0);
+        assert_eq!(a[0].iops_by_run, [Some(300.0), Some(100.0), Some(200.0)]);
+    }
+
+    fn agg_runs(by_run: &[Option<f64>]) -> Agg {
+        let mut v: Vec<f64> = by_run.iter().flatten().copied().collect();
+        v.sort_by(f64::total_cmp);
+        Agg {
+            point: Point {
+                iops: v.get((v.len().max(1) - 1) / 2).copied().unwrap_or(0.0),
+                ..Point::default()
+            },
+            repeats: v.len(),
+            iops_min: v.first().copied().unwrap_or(0.0),
+            iops_max: v.last().copied().unwrap_or(0.0),
+            iops_by_run: by_run.to_vec(),
+        }
+    }
+
+    #[test]
+    fn ratio_paired_by_boot() {
+        let u = agg_runs(&[Some(100.0), Some(200.0), Some(100.0)]);
+        let p = agg_runs(&[Some(95.0), Some(220.0), Some(110.0)]);
+        let (m, lo, hi, n) = paired_ratio(&u, &p).unwrap();
+        assert_eq!(n, 3);
+        assert!(
+            (m - 1.10).abs() < 1e-12 && (lo - 0.95).abs() < 1e-12,
+            "{m} {lo}"
+        );
+        assert!((hi - 1.10).abs() < 1e-12, "{hi}");
+        // A hung boot: its pair is skipped.
+        let p = agg_runs(&[Some(90.0), None, Some(120.0)]);
+        let (m, lo, hi, n) = paired_ratio(&u, &p).unwrap();
+        assert_eq!(n, 2);
+        assert!((m - 0.9).abs() < 1e-12 && lo == m && (hi - 1.2).abs() < 1e-12);
+        // No common boot: ratio of the medians.
+        let p = agg_runs(&[None, None, None]);
+        assert_eq!(paired_ratio(&u, &agg_runs(&[])), paired_ratio(&u, &p));
+        let q = Agg {
+            iops_by_run: vec![],
+            ..agg_runs(&[Some(300.0)])
+        };
+        assert_eq!(paired_ratio(&u, &q), Some((3.0, 3.0, 3.0, 0)));
+        assert_eq!(
+            paired_ratio(&agg_runs(&[Some(0.0)]), &agg_runs(&[Some(1.0)])),
+            None
+        );
+    }
+
+    #[test]
+    fn counter_deltas_summarised() {
+        let line = r#"{"kind":"point","fs":"ext3","workload":"write4k-dsync","engine":"aio","qd":32,"ios":1000,"iops":900.0,"dev_writes_per_io":1.0,"aio_stats":{"worker_exit":3,"write_async":1000,"write_inline":0,"write_punt_sync":500,"read_inline":4}}"#;
+        let o = parse_output(line);
+        assert!(o.errors.is_empty(), "{:?}", o.errors);
+        let p = &o.points[0];
+        assert!(p.is_write());
+        assert_eq!(p.dev_writes_per_io, 1.0);
+        let s = p.aio_stats.as_ref().unwrap();
+        assert_eq!(
+            stats_summary(s, p.ios),
+            "read_inline 4 (0.00/IO), write_async 1000 (1.00/IO), write_punt_sync 500 (0.50/IO), worker_exit 3 (0.00/IO)"
+        );
+        assert_eq!(stats_summary(&BTreeMap::new(), 5), "all zero");
+        let mut odd = BTreeMap::new();
+        odd.insert("zz_new_counter".to_string(), 2);
+        odd.insert("write_inline".to_string(), 1);
+        assert_eq!(stats_summary(&odd, 0), "write_inline 1, zz_new_counter 2");
+        // The unpatched kernel: null.
+        let o =
+            parse_output(r#"{"kind":"point","fs":"ext2","workload":"write4k","aio_stats":null}"#);
+        assert_eq!(o.points[0].aio_stats, None);
     }
 }

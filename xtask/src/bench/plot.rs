@@ -126,13 +126,19 @@ fn draw_over_qd(
     Ok(())
 }
 
-/// Submit-latency CDF at queue depth `qd` (cold 4 KiB random reads).
-fn draw_cdf(path: &Path, cols: &[Column], fs: &str, qd: usize, lat_us: Option<f64>) -> Result<()> {
+/// Submit-latency CDF of `workload` at queue depth `qd` (sync at QD 1).
+fn draw_cdf(
+    path: &Path,
+    cols: &[Column],
+    (fs, workload, title): (&str, &str, &str),
+    qd: usize,
+    lat_us: Option<f64>,
+) -> Result<()> {
     let mut series = Vec::new();
     for (ci, c) in cols.iter().enumerate() {
         for e in ["sync", "aio", "uring"] {
             let q = if e == "sync" { 1 } else { qd };
-            if let Some(a) = c.find(fs, "rand4k", e, q) {
+            if let Some(a) = c.find(fs, workload, e, q) {
                 let cdf = &a.point.submit_cdf_us;
                 if cdf.len() < 2 {
                     continue;
@@ -161,7 +167,7 @@ fn draw_cdf(path: &Path, cols: &[Column], fs: &str, qd: usize, lat_us: Option<f6
     root.fill(&WHITE).map_err(err)?;
     let mut chart = ChartBuilder::on(&root)
         .caption(
-            format!("{fs}: submit latency CDF, cold 4 KiB random reads"),
+            format!("{fs}: submit latency CDF, {title}"),
             ("sans-serif", 20),
         )
         .margin(12)
@@ -259,8 +265,27 @@ pub fn write_all(
             out.push(p);
         }
         let p = dir.join(format!("submit-cdf-{fs}.svg"));
-        draw_cdf(&p, cols, fs, qd, lat_us)?;
+        draw_cdf(
+            &p,
+            cols,
+            (fs, "rand4k", "cold 4 KiB random reads"),
+            qd,
+            lat_us,
+        )?;
         out.push(p);
+        let wqd = cols.iter().filter_map(super::report::write_qd).max();
+        for (w, title) in [
+            ("write4k", "4 KiB buffered random writes"),
+            ("write4k-dsync", "O_DSYNC 4 KiB random writes"),
+        ] {
+            let Some(wqd) = wqd else { break };
+            if !cols.iter().any(|c| c.find(fs, w, "aio", wqd).is_some()) {
+                continue;
+            }
+            let p = dir.join(format!("submit-cdf-{w}-{fs}.svg"));
+            draw_cdf(&p, cols, (fs, w, title), wqd, lat_us)?;
+            out.push(p);
+        }
     }
     Ok(out)
 }
@@ -286,7 +311,10 @@ mod tests {
             repeats: 1,
             iops_min: iops,
             iops_max: iops,
+            iops_by_run: vec![Some(iops)],
         };
+        let mut dsync = mk("aio", 32, 700.0);
+        dsync.point.workload = "write4k-dsync".into();
         let cols = [Column {
             label: "unpatched".into(),
             kernel_release: None,
@@ -295,12 +323,14 @@ mod tests {
                 mk("aio", 32, 600.0),
                 mk("pool", 32, 8000.0),
                 mk("sync", 1, 550.0),
+                dsync,
             ],
             fio: vec![],
         }];
         let d = tempfile::tempdir().unwrap();
         let files = write_all(d.path(), &cols, 32, Some(1000.0)).unwrap();
-        assert_eq!(files.len(), 3);
+        assert_eq!(files.len(), 4, "{files:?}");
+        assert!(files[3].ends_with("submit-cdf-write4k-dsync-ext2.svg"));
         for f in files {
             let s = std::fs::read_to_string(&f).unwrap();
             assert!(

@@ -2,6 +2,7 @@
 //! 5's acceptance targets (PASS/MISS with the measured ratio).
 
 use super::{Agg, FioPoint};
+use crate::bench::{is_write, paired_ratio, stats_summary};
 use serde::Serialize;
 use std::fmt::Write;
 
@@ -77,6 +78,10 @@ pub fn table(cols: &[Column]) -> String {
     let both = pair(cols);
     for w in &workloads {
         let _ = writeln!(s, "\n#### {w}\n");
+        if is_write(w) {
+            s.push_str(&write_table(cols, w));
+            continue;
+        }
         let mut head = String::from("| fs | engine | QD |");
         let mut rule = String::from("|---|---|---|");
         for c in cols {
@@ -145,6 +150,118 @@ pub fn table(cols: &[Column]) -> String {
         }
     }
     s
+}
+
+fn us3(x: Option<super::Summary>) -> String {
+    x.map(|x| format!("{:.0} / {:.0} / {:.0}", x.p50_us, x.p99_us, x.max_us))
+        .unwrap_or_else(|| "–".into())
+}
+
+/// The rows of one write workload: per kernel IOPS (± spread), submit
+/// p50/p99/max, CPU, process and system context switches, device reads and
+/// writes per IO; then patched/unpatched IOPS (median of the per-boot ratios).
+fn write_table(cols: &[Column], w: &str) -> String {
+    let mut s = String::new();
+    let both = pair(cols);
+    let mut head = String::from("| fs | engine | QD |");
+    let mut rule = String::from("|---|---|---|");
+    for c in cols {
+        let l = &c.label;
+        let _ = write!(
+            head,
+            " {l} IOPS | {l} submit p50 / p99 / max µs | {l} CPU µs/IO | {l} ctx/IO | {l} sys ctx/IO | {l} dev rd/IO | {l} dev wr/IO |"
+        );
+        rule.push_str("---:|---:|---:|---:|---:|---:|---:|");
+    }
+    if both.is_some() {
+        head.push_str(" IOPS patched/unpatched |");
+        rule.push_str("---:|");
+    }
+    let _ = writeln!(s, "{head}\n{rule}");
+    let mut keys = Vec::new();
+    for c in cols {
+        for a in &c.points {
+            let k = a.point.key();
+            if k.workload == w && !keys.contains(&k) {
+                keys.push(k);
+            }
+        }
+    }
+    for k in &keys {
+        let mut row = format!("| {} | {} | {} |", k.fs, k.engine, k.qd);
+        for c in cols {
+            match c.find(&k.fs, &k.workload, &k.engine, k.qd) {
+                Some(a) => {
+                    let p = &a.point;
+                    let spread = if a.repeats > 1 {
+                        format!(" ±{:.0}%", 50.0 * a.spread())
+                    } else {
+                        String::new()
+                    };
+                    let _ = write!(
+                        row,
+                        " {}{spread} | {} | {} | {} | {} | {} | {} |",
+                        num(p.iops),
+                        us3(p.submit),
+                        num(p.cpu_us_per_io),
+                        num(p.ctx_per_io),
+                        num(p.sys_ctx_per_io),
+                        num(p.dev_reads_per_io),
+                        num(p.dev_writes_per_io)
+                    );
+                }
+                None => row.push_str(" – | – | – | – | – | – | – |"),
+            }
+        }
+        if let Some((u, p)) = both {
+            let r = match (
+                u.find(&k.fs, &k.workload, &k.engine, k.qd),
+                p.find(&k.fs, &k.workload, &k.engine, k.qd),
+            ) {
+                (Some(a), Some(b)) => paired_ratio(a, b),
+                _ => None,
+            };
+            let _ = write!(
+                row,
+                " {} |",
+                r.map(|r| format!("{:.2}×", r.0)).unwrap_or("–".into())
+            );
+        }
+        let _ = writeln!(s, "{row}");
+    }
+    s
+}
+
+/// Which path the requests took: the non-zero aio/stats deltas of every
+/// point that has them (only the patched kernel has the counters).
+pub fn aio_stats_table(cols: &[Column]) -> String {
+    let mut rows = String::new();
+    for c in cols {
+        for a in &c.points {
+            let p = &a.point;
+            let Some(st) = &p.aio_stats else { continue };
+            if st.values().all(|v| *v == 0) {
+                continue;
+            }
+            let _ = writeln!(
+                rows,
+                "| {} | {} | {} | {} | {} | {} |",
+                c.label,
+                p.fs,
+                p.workload,
+                p.engine,
+                p.qd,
+                stats_summary(st, p.ios)
+            );
+        }
+    }
+    if rows.is_empty() {
+        return String::new();
+    }
+    format!(
+        "\n#### aio/stats counter deltas per point (debugfs; the median boot's point)\n\n\
+         | kernel | fs | workload | engine | QD | non-zero counters (per IO) |\n|---|---|---|---|---|---|\n{rows}"
+    )
 }
 
 /// fio next to our native AIO point at the same queue depth.
@@ -243,8 +360,10 @@ pub struct Check {
     pub fs: String,
     pub target: String,
     pub measured: String,
-    /// None: not measurable in this run (a point is missing).
+    /// None: not measurable in this run (a point is missing), or a finding.
     pub pass: Option<bool>,
+    /// A measured figure reported next to the targets, with no threshold.
+    pub finding: bool,
 }
 
 impl Check {
@@ -286,7 +405,100 @@ fn check(fs: &str, target: &str, v: Option<(f64, String)>, ok: impl Fn(f64) -> b
         target: target.into(),
         pass: v.as_ref().map(|(x, _)| ok(*x)),
         measured: v.map(|(_, m)| m).unwrap_or_else(|| "not measured".into()),
+        finding: false,
     }
+}
+
+/// The queue depth the write targets use: 32 if measured, else the
+/// deepest AIO write point.
+pub fn write_qd(c: &Column) -> Option<usize> {
+    let qds = c
+        .points
+        .iter()
+        .filter(|a| a.point.is_write() && a.point.engine == "aio")
+        .map(|a| a.point.qd);
+    let v: Vec<usize> = qds.collect();
+    if v.contains(&32) {
+        Some(32)
+    } else {
+        v.into_iter().max()
+    }
+}
+
+/// Issue 5's write target and finding for one filesystem: O_DSYNC write
+/// IOPS patched vs unpatched (AIO at QD 1 and `wqd`, sync pwrite), the
+/// median of the per-boot ratios with their range; and the patched AIO
+/// io_submit p99 of plain and O_DSYNC writes against L.
+fn write_checks(u: &Column, p: &Column, fs: &str, l_us: f64, wqd: usize) -> Vec<Check> {
+    let mut v = Vec::new();
+    let w = "write4k-dsync";
+    let mut engines = vec![("aio", 1)];
+    if wqd != 1 {
+        engines.push(("aio", wqd));
+    }
+    engines.push(("sync", 1));
+    for (e, q) in engines {
+        let (a, b) = (u.find(fs, w, e, q), p.find(fs, w, e, q));
+        let m = match (a, b) {
+            (Some(a), Some(b)) => paired_ratio(a, b).map(|(m, lo, hi, n)| {
+                let over = if n > 1 {
+                    format!("median of {n} per-boot ratios, range {lo:.2}–{hi:.2}")
+                } else if n == 1 {
+                    "one boot per kernel".to_string()
+                } else {
+                    "ratio of the medians".to_string()
+                };
+                (
+                    m,
+                    format!(
+                        "{:.2}× ({over}; IOPS {} vs {}, spread ±{:.0} % / ±{:.0} %)",
+                        m,
+                        num(b.point.iops),
+                        num(a.point.iops),
+                        50.0 * b.spread(),
+                        50.0 * a.spread()
+                    ),
+                )
+            }),
+            _ => None,
+        };
+        let name = if e == "aio" { "AIO" } else { "sync pwrite" };
+        v.push(check(
+            fs,
+            &format!("O_DSYNC 4 KiB write IOPS, {name} QD{q}: patched ≥ 0.95 × unpatched"),
+            m,
+            |r| r >= 0.95,
+        ));
+    }
+    for (w, what) in [("write4k", "plain"), ("write4k-dsync", "O_DSYNC")] {
+        let (a, b) = (u.find(fs, w, "aio", wqd), p.find(fs, w, "aio", wqd));
+        let m = b.and_then(|b| b.point.submit).map(|s| {
+            let un = a
+                .and_then(|a| a.point.submit)
+                .map(|x| format!("; unpatched p99 {:.0} µs", x.p99_us))
+                .unwrap_or_default();
+            (
+                s.p99_us / l_us,
+                format!(
+                    "p99 {:.0} µs = {:.0} % of L (p50 {:.0} µs, max {:.0} µs){un}",
+                    s.p99_us,
+                    100.0 * s.p99_us / l_us,
+                    s.p50_us,
+                    s.max_us
+                ),
+            )
+        });
+        let mut c = check(
+            fs,
+            &format!("patched AIO io_submit p99 on {what} 4 KiB writes (cold, QD{wqd}) vs L"),
+            m,
+            |_| true,
+        );
+        c.pass = None;
+        c.finding = true;
+        v.push(c);
+    }
+    v
 }
 
 /// Issue 5's targets, for the unpatched column `u` and the patched column
@@ -411,6 +623,9 @@ pub fn acceptance(u: &Column, p: &Column, l_us: f64, qd: usize) -> Vec<Check> {
             rel(sp, su, mibs, "MiB/s"),
             |r| r >= 0.95,
         ));
+        if let Some(wqd) = write_qd(p) {
+            v.extend(write_checks(u, p, fs, l_us, wqd));
+        }
     }
     v
 }
@@ -424,10 +639,11 @@ pub fn acceptance_table(checks: &[Check], note: &str) -> String {
             c.fs,
             c.target,
             c.measured,
-            match c.pass {
-                Some(true) => "PASS",
-                Some(false) => "MISS",
-                None => "n/a",
+            match (c.finding, c.pass) {
+                (true, _) => "finding",
+                (_, Some(true)) => "PASS",
+                (_, Some(false)) => "MISS",
+                (_, None) => "n/a",
             }
         );
     }
@@ -455,6 +671,7 @@ mod tests {
             repeats: 3,
             iops_min: iops * 0.9,
             iops_max: iops * 1.1,
+            iops_by_run: vec![Some(iops * 1.1), Some(iops * 0.9), Some(iops)],
         }
     }
 
@@ -545,6 +762,116 @@ mod tests {
         assert_eq!(by("warm").pass, None);
         assert_eq!(by("patched AIO io_submit p99").pass, Some(false));
         assert!(md.contains("| MISS |") && md.contains("| PASS |"), "{md}");
+    }
+
+    /// A column with O_DSYNC / plain AIO and sync write points; `by_run` are
+    /// the dsync AIO QD1 IOPS per boot.
+    fn wcol(label: &str, by_run: [f64; 3], p99: f64, stats: bool) -> Column {
+        let mut c = col(label, 600.0, 2000.0);
+        for (w, e, q) in [
+            ("write4k-dsync", "aio", 1),
+            ("write4k-dsync", "aio", 32),
+            ("write4k-dsync", "sync", 1),
+            ("write4k", "aio", 32),
+        ] {
+            let mut a = agg("ext3", w, e, q, by_run[2], |p| {
+                p.ios = 500;
+                p.submit = Some(Summary {
+                    p50_us: 20.0,
+                    p99_us: p99,
+                    max_us: 3000.0,
+                    ..Summary::default()
+                });
+                p.dev_reads_per_io = 0.5;
+                p.dev_writes_per_io = 1.0;
+                if stats {
+                    p.aio_stats = Some(
+                        [
+                            ("write_async".to_string(), 500),
+                            ("write_inline".to_string(), 0),
+                        ]
+                        .into_iter()
+                        .collect(),
+                    );
+                }
+            });
+            a.iops_by_run = by_run.iter().map(|x| Some(*x)).collect();
+            a.iops_min = 400.0;
+            a.iops_max = 600.0;
+            c.points.push(a);
+        }
+        c
+    }
+
+    #[test]
+    fn write_rows_and_dsync_target() {
+        let u = wcol("unpatched", [500.0, 400.0, 500.0], 1900.0, false);
+        let p = wcol("patched", [490.0, 420.0, 450.0], 30.0, true);
+        assert_eq!(write_qd(&p), Some(32));
+        let t = table(&[u.clone(), p.clone()]);
+        assert!(t.contains("#### write4k-dsync"), "{t}");
+        assert!(t.contains("submit p50 / p99 / max µs"), "{t}");
+        // Per-boot ratios 0.98, 1.05, 0.90: median 0.98.
+        assert!(
+            t.contains("| ext3 | aio | 1 | 500 ±20% | 20 / 1900 / 3000 | 0.00 | 0.00 | 0.00 | 0.50 | 1.00 | 450 ±22% | 20 / 30 / 3000 | 0.00 | 0.00 | 0.00 | 0.50 | 1.00 | 0.98× |"),
+            "{t}"
+        );
+        let c = acceptance(&u, &p, 1000.0, 32);
+        let ds: Vec<&Check> = c
+            .iter()
+            .filter(|c| c.target.contains("O_DSYNC 4 KiB write IOPS"))
+            .collect();
+        assert_eq!(ds.len(), 3);
+        assert_eq!(
+            ds[0].target,
+            "O_DSYNC 4 KiB write IOPS, AIO QD1: patched ≥ 0.95 × unpatched"
+        );
+        assert_eq!(ds[0].pass, Some(true));
+        assert_eq!(
+            ds[0].measured,
+            "0.98× (median of 3 per-boot ratios, range 0.90–1.05; IOPS 450 vs 500, spread ±22 % / ±20 %)"
+        );
+        assert!(ds[2].target.contains("sync pwrite QD1"));
+        let f: Vec<&Check> = c.iter().filter(|c| c.finding).collect();
+        assert_eq!(f.len(), 2);
+        assert_eq!(f[0].pass, None);
+        assert_eq!(
+            f[1].measured,
+            "p99 30 µs = 3 % of L (p50 20 µs, max 3000 µs); unpatched p99 1900 µs"
+        );
+        let md = acceptance_table(&c, " — TCG, L = 1000 µs, 3 boot(s) per kernel");
+        assert!(md.contains("| finding |"), "{md}");
+        assert!(md.contains("TCG, L = 1000 µs"), "{md}");
+        // Patched 10 % slower on every boot: MISS.
+        let slow = wcol("patched", [450.0, 360.0, 450.0], 30.0, true);
+        let c = acceptance(&u, &slow, 1000.0, 32);
+        let d = c
+            .iter()
+            .find(|c| c.target.contains("AIO QD1: patched ≥ 0.95"))
+            .unwrap();
+        assert_eq!(d.pass, Some(false), "{}", d.measured);
+        assert!(d.measured.starts_with("0.90×"), "{}", d.measured);
+        // Only one kernel: not measurable; the finding stays.
+        let mut only = c.clone();
+        restrict(&mut only, "patched");
+        assert!(only
+            .iter()
+            .filter(|c| c.target.contains("O_DSYNC 4 KiB"))
+            .all(|c| c.pass.is_none()));
+        assert_eq!(only.iter().filter(|c| c.finding).count(), 2);
+    }
+
+    #[test]
+    fn counters_table() {
+        let u = wcol("unpatched", [500.0; 3], 1900.0, false);
+        let p = wcol("patched", [500.0; 3], 30.0, true);
+        let t = aio_stats_table(&[u.clone(), p]);
+        assert!(
+            t.contains("| patched | ext3 | write4k-dsync | aio | 32 | write_async 500 (1.00/IO) |"),
+            "{t}"
+        );
+        assert!(!t.contains("| unpatched |"), "{t}");
+        assert_eq!(aio_stats_table(&[u]), "");
     }
 
     #[test]

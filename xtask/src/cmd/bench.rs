@@ -31,14 +31,21 @@ pub struct Args {
     /// Warm-cache reads per point.
     #[arg(long, default_value_t = 100000)]
     pub warm_reads: usize,
+    /// Buffered writes per point of the write workloads (write4k,
+    /// write4k-dsync: half whole 4 KiB blocks, half 512 B inside a block).
+    #[arg(long, default_value_t = 500)]
+    pub writes: usize,
+    /// Queue depths of the write workloads, comma-separated.
+    #[arg(long, default_value = "1,32")]
+    pub write_qd: String,
     /// Size of the benchmark file on each filesystem (MiB).
     #[arg(long, default_value_t = 128)]
     pub file_mib: u64,
     /// Boots per kernel; points report the median run and the spread.
     #[arg(long, default_value_t = 1)]
     pub repeat: usize,
-    /// Small and quick (200 reads, 16 MiB file, QD 1 and 8, no fio): a check
-    /// that the bench still works, not a measurement.
+    /// Small and quick (200 reads, 100 writes, 16 MiB file, QD 1 and 8, no
+    /// fio): a check that the bench still works, not a measurement.
     #[arg(long)]
     pub smoke: bool,
     /// Skip the fio cross-check even when fio is installed.
@@ -157,6 +164,8 @@ pub fn main(mut a: Args) -> Result<i32> {
         a.reads = a.reads.min(200);
         a.warm_reads = a.warm_reads.min(2000);
         a.file_mib = a.file_mib.min(16);
+        a.writes = a.writes.min(100);
+        a.write_qd = "1,8".into();
         a.qd.get_or_insert_with(|| "1,8".into());
         a.no_fio = true;
     }
@@ -177,6 +186,10 @@ pub fn main(mut a: Args) -> Result<i32> {
         a.warm_reads.to_string(),
         "--file-mib".into(),
         a.file_mib.to_string(),
+        "--writes".into(),
+        a.writes.to_string(),
+        "--write-qd".into(),
+        a.write_qd.clone(),
     ];
     match (&a.qd, a.full) {
         (Some(q), _) => argv.extend(["--qd".into(), q.clone()]),
@@ -347,7 +360,7 @@ pub fn main(mut a: Args) -> Result<i32> {
     let plots = bench::plot::write_all(&dir, &columns, qd, l_us)?;
     let shared = builds.iter().any(|b| b.variants.len() > 1);
     let mut md = format!(
-        "### bufaio bench {run_id}\n\n{} accel ({}), {} vCPU, {} MiB; slow device null_blk L = {}; {} cold reads per point, {} MiB file, {} warm reads; repeats {}; kernels: {}{}\n",
+        "### bufaio bench {run_id}\n\n{} accel ({}), {} vCPU, {} MiB; slow device null_blk L = {}; {} cold reads per point, {} MiB file, {} warm reads, {} buffered writes per point (QD {}); repeats {}; kernels: {}{}\n",
         format!("{:?}", accel.accel).to_uppercase(),
         accel.reason.split(" (").next().unwrap_or(""),
         ctx.cfg.qemu.cpus,
@@ -356,6 +369,8 @@ pub fn main(mut a: Args) -> Result<i32> {
         a.reads,
         a.file_mib,
         a.warm_reads,
+        a.writes,
+        a.write_qd,
         a.repeat.max(1),
         columns
             .iter()
@@ -398,7 +413,15 @@ pub fn main(mut a: Args) -> Result<i32> {
         );
     }
     md.push_str(&report::table(&columns));
+    md.push_str(&report::aio_stats_table(&columns));
     md.push_str(&report::fio_table(&fio_rows));
+    let note = format!(
+        " — {}, L = {}, {} boot(s) per kernel{note}",
+        format!("{:?}", accel.accel).to_uppercase(),
+        l_us.map(|l| format!("{l:.0} µs"))
+            .unwrap_or_else(|| "?".into()),
+        a.repeat.max(1)
+    );
     md.push_str(&report::acceptance_table(&checks, &note));
     std::fs::write(dir.join("bench.md"), &md)?;
     let j = BenchJson {
