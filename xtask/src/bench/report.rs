@@ -448,15 +448,21 @@ fn write_checks(u: &Column, p: &Column, fs: &str, l_us: f64, wqd: usize) -> Vec<
                 } else {
                     "ratio of the medians".to_string()
                 };
+                let spread = if a.repeats > 1 || b.repeats > 1 {
+                    format!(
+                        ", spread ±{:.0} % / ±{:.0} %",
+                        50.0 * b.spread(),
+                        50.0 * a.spread()
+                    )
+                } else {
+                    String::new()
+                };
                 (
                     m,
                     format!(
-                        "{:.2}× ({over}; IOPS {} vs {}, spread ±{:.0} % / ±{:.0} %)",
-                        m,
+                        "{m:.2}× ({over}; IOPS {} vs {}{spread})",
                         num(b.point.iops),
                         num(a.point.iops),
-                        50.0 * b.spread(),
-                        50.0 * a.spread()
                     ),
                 )
             }),
