@@ -521,11 +521,11 @@ pub const KNOWN_GAPS: &[(&str, &str)] = &[
     ),
     (
         "write/osync_nonblocking@ext3",
-        "O_SYNC overwrite on ext3 is punted to the worker (as O_DSYNC: write_punt_eagain), which preempts the submitter inside io_submit on the single vCPU (preempted 9/9, 0 sleeps): io_submit ~0.45-0.55 ms, around the L/2 threshold",
+        "ext3 writes run in the aio worker (jbd2 handle start can block; write_punt_eagain): io_submit does not sleep, but the worker's CPU work before it blocks often preempts the submitter (TCG, 2 vCPUs), putting io_submit around the L/2 threshold; needs a nonblocking jbd2 start",
     ),
     (
         "write/odsync_nonblocking@ext3",
-        "O_DSYNC overwrite on ext3 is punted to the worker (write_punt_eagain, not write_punt_sync), which preempts the submitter inside io_submit on the single vCPU (preempted 9/9, 0 sleeps): io_submit ~0.45-0.55 ms, around the L/2 threshold",
+        "ext3 O_DSYNC writes run in the aio worker like every ext3 write (write_punt_eagain): io_submit does not sleep, but the worker's CPU work before it blocks often preempts the submitter (TCG, 2 vCPUs), putting io_submit around the L/2 threshold; needs a nonblocking jbd2 start",
     ),
 ];
 
