@@ -442,7 +442,7 @@ fn write_checks(u: &Column, p: &Column, fs: &str, l_us: f64, wqd: usize) -> Vec<
         let m = match (a, b) {
             (Some(a), Some(b)) => paired_ratio(a, b).map(|(m, lo, hi, n)| {
                 let over = if n > 1 {
-                    format!("median of {n} per-boot ratios, range {lo:.2}–{hi:.2}")
+                    format!("median of {n} per-boot ratios, range {lo:.3}–{hi:.3}")
                 } else if n == 1 {
                     "one boot per kernel".to_string()
                 } else {
@@ -460,7 +460,7 @@ fn write_checks(u: &Column, p: &Column, fs: &str, l_us: f64, wqd: usize) -> Vec<
                 (
                     m,
                     format!(
-                        "{m:.2}× ({over}; IOPS {} vs {}{spread})",
+                        "{m:.3}× ({over}; IOPS {} vs {}{spread})",
                         num(b.point.iops),
                         num(a.point.iops),
                     ),
@@ -835,7 +835,7 @@ mod tests {
         assert_eq!(ds[0].pass, Some(true));
         assert_eq!(
             ds[0].measured,
-            "0.98× (median of 3 per-boot ratios, range 0.90–1.05; IOPS 450 vs 500, spread ±22 % / ±20 %)"
+            "0.980× (median of 3 per-boot ratios, range 0.900–1.050; IOPS 450 vs 500, spread ±22 % / ±20 %)"
         );
         assert!(ds[2].target.contains("sync pwrite QD1"));
         let f: Vec<&Check> = c.iter().filter(|c| c.finding).collect();
@@ -856,7 +856,7 @@ mod tests {
             .find(|c| c.target.contains("AIO QD1: patched ≥ 0.95"))
             .unwrap();
         assert_eq!(d.pass, Some(false), "{}", d.measured);
-        assert!(d.measured.starts_with("0.90×"), "{}", d.measured);
+        assert!(d.measured.starts_with("0.900×"), "{}", d.measured);
         // Only one kernel: not measurable; the finding stays.
         let mut only = c.clone();
         restrict(&mut only, "patched");
