@@ -91,11 +91,24 @@ impl<'a> Probes<'a> {
     }
 
     /// The timing criterion (same as the read probes): median submit time
-    /// below L/2 (x the debug-kernel CPU factor) and at most a third of the
-    /// probes complete when io_submit returned.
+    /// below L/2 and at most a third of the probes complete when io_submit
+    /// returned. On the debug kernel (KASAN, lockdep under TCG) the write
+    /// path's own CPU time in io_submit can exceed L, so the IO a parked
+    /// write waits for may complete, and its task_work retry run on the way
+    /// out of io_submit, before it returns: there the criterion is that
+    /// io_submit did not sleep (the unpatched kernel sleeps in every probe),
+    /// and the time is only reported.
     fn assert_async(&self, what: &str) -> TestResult {
         let limit = SLOW_L / 2 * cpu_factor();
         let n = self.submit.len();
+        if cpu_factor() > 1 {
+            ensure!(
+                self.slept <= max_noisy(n),
+                "NOT ASYNC: {what}: io_submit slept (voluntary context switch) in {} of {n} writes on the debug kernel",
+                self.slept
+            );
+            return Ok(());
+        }
         ensure!(
             median(&self.submit) < limit,
             "NOT ASYNC: {what}: io_submit took {} (median of {n}) — not < {} (L/2 x CPU factor {}): it waited for the device",
@@ -425,7 +438,12 @@ pub fn writeback_nonblocking(ctx: &Ctx) -> TestResult {
     let mut ring = Ring::new(8)?;
     let mut p = Probes::new(&dev);
     let mut under_wb = 0;
-    for i in 0..PROBES as u64 {
+    // Keep probing (up to 3x) until half of PROBES writes found writeback
+    // in flight: a slow (debug) kernel can finish it before the write.
+    let mut n = 0u64;
+    while n < PROBES as u64 || (under_wb * 2 < PROBES && n < 3 * PROBES as u64) {
+        let i = n;
+        n += 1;
         let page = (i % PAGES) * 4096;
         // dirty the page, start its writeback, write it again at once
         f.write_all_at(&pattern::make(FIRST + i, page, 4096), page)
@@ -436,7 +454,7 @@ pub fn writeback_nonblocking(ctx: &Ctx) -> TestResult {
             under_wb += 1;
         }
         // a whole-page rewrite, or 100 bytes into it
-        let (off, len) = if i % 2 == 0 {
+        let (off, len) = if i.is_multiple_of(2) {
             (page, 4096)
         } else {
             m.put(FIRST + i, page, 4096);
@@ -463,7 +481,7 @@ pub fn writeback_nonblocking(ctx: &Ctx) -> TestResult {
         .map_err(|e| format!("write {i}: page after reaping: {e}"))?;
     }
     ring.finish(REAP_TIMEOUT)?;
-    let seeds: Vec<u64> = (0..PROBES as u64)
+    let seeds: Vec<u64> = (0..n)
         .flat_map(|i| [SECOND + i, FIRST + i])
         .chain([OLD])
         .collect();
@@ -471,13 +489,12 @@ pub fn writeback_nonblocking(ctx: &Ctx) -> TestResult {
     ctx.drop_caches()?;
     m.check(&f, &seeds, "after fsync and drop_caches")?;
     println!(
-        "{}; device had writes in flight before {under_wb}/{} of them",
+        "{}; device had writes in flight before {under_wb}/{n} of them",
         p.report("write to a page under writeback"),
-        PROBES
     );
     ensure!(
         under_wb * 2 >= PROBES,
-        "writeback was in flight before only {under_wb} of {PROBES} writes: the test did not exercise pages under writeback"
+        "writeback was in flight before only {under_wb} of {n} writes: the test did not exercise pages under writeback"
     );
     p.assert_no_wait("write to a page under writeback")
 }
