@@ -498,7 +498,7 @@ pub fn writeback_nonblocking(ctx: &Ctx) -> TestResult {
         // were still checked above); the default flavor covers it.
         return Err(Stop::Skip(format!(
             "the debug kernel finished writeback before the write in {} of {n} probes (L = 1 ms): pages under writeback not reached",
-            n - under_wb
+            n - under_wb as u64
         )));
     }
     ensure!(
