@@ -118,13 +118,6 @@ pub fn cmdline(mode: &str, extra: &[String]) -> String {
         "null_blk.irqmode=2",
         "null_blk.completion_nsec=1000000",
         "null_blk.gb=1",
-        // resource_args() makes every vCPU a socket of its own, hence its
-        // own LLC, and unbound workqueues default to one pool per LLC: a
-        // work item would always run on the CPU that queued it, preempting
-        // the queuer (the aio worker preempting io_submit()). Real
-        // machines share the LLC between cores; one pool for all CPUs
-        // behaves like that.
-        "workqueue.default_affinity_scope=system",
     ]
     .into_iter()
     .map(String::from)

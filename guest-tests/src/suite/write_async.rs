@@ -124,14 +124,18 @@ impl<'a> Probes<'a> {
         Ok(())
     }
 
-    /// For writes that complete inline (cached pages): io_submit neither
-    /// takes L/2 (median) nor sleeps in more than a third of the probes.
+    /// For writes that complete inline (cached pages) or go to the worker:
+    /// io_submit does not sleep in more than a third of the probes, and
+    /// its median stays below L. (L, not L/2: nothing here parks, so the
+    /// only signal of waiting for the device is the sleep; the time bound
+    /// only catches gross stalls, and must not trip over the aio worker's
+    /// CPU time when it preempts the submitter on a 2-vCPU TCG guest.)
     fn assert_no_wait(&self, what: &str) -> TestResult {
-        let limit = SLOW_L / 2 * cpu_factor();
+        let limit = SLOW_L * cpu_factor();
         let n = self.submit.len();
         ensure!(
             median(&self.submit) < limit,
-            "{what}: io_submit took {} (median of {n}) — not < {} (L/2 x CPU factor {}): it waited for the device",
+            "{what}: io_submit took {} (median of {n}) — not < {} (L x CPU factor {}): it waited for the device",
             us(median(&self.submit)),
             us(limit),
             cpu_factor()
