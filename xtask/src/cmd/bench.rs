@@ -68,6 +68,25 @@ fn build_guest_bench(root: &Path, ui: &crate::ui::Ui) -> Result<PathBuf> {
     crate::rootfs::build_static(root, "guest-bench", ui)
 }
 
+/// A comma-separated list of queue depths (each ≥ 1), as guest-bench takes it.
+pub fn parse_qd_list(s: &str) -> Result<Vec<usize>> {
+    let v = s
+        .split(',')
+        .filter(|x| !x.trim().is_empty())
+        .map(|x| {
+            x.trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|&q| q > 0)
+                .with_context(|| format!("queue depth {x:?} in {s:?} is not a number ≥ 1"))
+        })
+        .collect::<Result<Vec<usize>>>()?;
+    if v.is_empty() {
+        bail!("no queue depth in {s:?}");
+    }
+    Ok(v)
+}
+
 /// The shared libraries and the loader from `ldd` output.
 pub fn parse_ldd(text: &str) -> Vec<PathBuf> {
     let mut v = Vec::new();
@@ -169,6 +188,12 @@ pub fn main(mut a: Args) -> Result<i32> {
         a.qd.get_or_insert_with(|| "1,8".into());
         a.no_fio = true;
     }
+    // Validated and normalised here (guest-bench takes "1,8,32" only).
+    let join = |v: Vec<usize>| v.iter().map(usize::to_string).collect::<Vec<_>>().join(",");
+    if let Some(q) = &a.qd {
+        a.qd = Some(join(parse_qd_list(q).context("--qd")?));
+    }
+    a.write_qd = join(parse_qd_list(&a.write_qd).context("--write-qd")?);
     let mut ctx = a.common.context()?;
     ctx.cfg.disks.size_mib = ctx.cfg.disks.size_mib.max(a.disk_mib);
     let series = Series::load(&ctx.cfg.series)?;
@@ -482,6 +507,17 @@ pub fn main(mut a: Args) -> Result<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn qd_lists() {
+        assert_eq!(parse_qd_list("1,32").unwrap(), [1, 32]);
+        assert_eq!(parse_qd_list(" 1, 8 ,").unwrap(), [1, 8]);
+        for bad in ["", "0", "1,x", "-1"] {
+            assert!(parse_qd_list(bad).is_err(), "{bad:?} accepted");
+        }
+        let e = format!("{:#}", parse_qd_list("1,x").unwrap_err());
+        assert!(e.contains("\"x\""), "{e}");
+    }
 
     #[test]
     fn ldd_lines() {
