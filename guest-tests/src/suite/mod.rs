@@ -521,11 +521,11 @@ pub const KNOWN_GAPS: &[(&str, &str)] = &[
     ),
     (
         "write/osync_nonblocking@ext3",
-        "ext3 writes run in the aio worker (jbd2 handle start can block; write_punt_eagain): io_submit does not sleep, but the worker's CPU work before it blocks often preempts the submitter (TCG, 2 vCPUs), putting io_submit around the L/2 threshold; needs a nonblocking jbd2 start",
+        "ext3 writes run in the aio worker (jbd2 handle start can block; write_punt_eagain): io_submit does not sleep, but the worker's CPU work before it blocks preempts the submitter on its vCPU (TCG, 2 vCPUs), which can push the io_submit median past L on a loaded host; needs a nonblocking jbd2 start",
     ),
     (
         "write/odsync_nonblocking@ext3",
-        "ext3 O_DSYNC writes run in the aio worker like every ext3 write (write_punt_eagain): io_submit does not sleep, but the worker's CPU work before it blocks often preempts the submitter (TCG, 2 vCPUs), putting io_submit around the L/2 threshold; needs a nonblocking jbd2 start",
+        "ext3 O_DSYNC writes run in the aio worker like every ext3 write (write_punt_eagain): io_submit does not sleep, but the worker's CPU work before it blocks preempts the submitter on its vCPU (TCG, 2 vCPUs), which can push the io_submit median past L on a loaded host; needs a nonblocking jbd2 start",
     ),
 ];
 

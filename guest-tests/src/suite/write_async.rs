@@ -99,7 +99,29 @@ impl<'a> Probes<'a> {
     /// io_submit did not sleep (the unpatched kernel sleeps in every probe),
     /// and the time is only reported.
     fn assert_async(&self, what: &str) -> TestResult {
-        let limit = SLOW_L / 2 * cpu_factor();
+        self.assert_async_within(what, SLOW_L / 2)
+    }
+
+    /// For O_SYNC/O_DSYNC writes, whose flush (and on ext3 the whole
+    /// write) the kernel hands to its aio worker: the same criterion, with
+    /// the median bounded by L instead of L/2, and no sleep in more than a
+    /// third of the probes. The worker's wake-up often preempts the
+    /// submitter on its own vCPU (TCG, 2 vCPUs) and its CPU time before it
+    /// blocks lands in io_submit; that is CPU contention, not waiting for
+    /// the device, which the unpatched kernel does for >= 2 L (write +
+    /// flush) with a sleep in every probe.
+    fn assert_async_via_worker(&self, what: &str) -> TestResult {
+        let n = self.submit.len();
+        ensure!(
+            self.slept <= max_noisy(n),
+            "NOT ASYNC: {what}: io_submit slept (voluntary context switch) in {} of {n} writes",
+            self.slept
+        );
+        self.assert_async_within(what, SLOW_L)
+    }
+
+    fn assert_async_within(&self, what: &str, bound: Duration) -> TestResult {
+        let limit = bound * cpu_factor();
         let n = self.submit.len();
         if cpu_factor() > 1 {
             ensure!(
@@ -111,9 +133,10 @@ impl<'a> Probes<'a> {
         }
         ensure!(
             median(&self.submit) < limit,
-            "NOT ASYNC: {what}: io_submit took {} (median of {n}) — not < {} (L/2 x CPU factor {}): it waited for the device",
+            "NOT ASYNC: {what}: io_submit took {} (median of {n}) — not < {} ({} x CPU factor {}): it waited for the device",
             us(median(&self.submit)),
             us(limit),
+            if bound == SLOW_L { "L" } else { "L/2" },
             cpu_factor()
         );
         ensure!(
@@ -351,8 +374,8 @@ fn sync_write(ctx: &Ctx, flag: libc::c_int, what: &str) -> TestResult {
         over.report(&format!("{what} 4 KiB overwrite, cold file"))
     );
     println!("{}", ext.report(&format!("{what} 4 KiB extending write")));
-    over.assert_async(&format!("{what} overwrite of a cold file"))?;
-    ext.assert_async(&format!("{what} extending write"))
+    over.assert_async_via_worker(&format!("{what} overwrite of a cold file"))?;
+    ext.assert_async_via_worker(&format!("{what} extending write"))
 }
 
 /// New behaviour: O_SYNC writes do not wait in io_submit; data on the medium.
