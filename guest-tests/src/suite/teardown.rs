@@ -73,17 +73,7 @@ fn inflight_child(ctx: &Ctx, kill: bool) -> TestResult {
             let _ = sys::kill(pid, libc::SIGKILL);
         }
         // Wait for the child (bounded; the runner's timeout is the backstop).
-        let deadline = t0 + Duration::from_secs(30);
-        let status = loop {
-            if let Some((_, ws)) = sys::waitpid(pid, true).map_err(|e| format!("waitpid: {e}"))? {
-                break Some(ws);
-            }
-            if Instant::now() >= deadline {
-                let _ = sys::kill(pid, libc::SIGKILL);
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        };
+        let status = wait_child(pid, t0 + Duration::from_secs(30))?;
         let exit_took = t0.elapsed();
         ensure!(
             got == 1,
@@ -189,4 +179,22 @@ pub fn umount_remount(ctx: &Ctx) -> TestResult {
     // The runner removes the scratch directory afterwards: recreate it.
     std::fs::create_dir_all(&ctx.dir).map_err(|e| format!("mkdir {}: {e}", ctx.dir.display()))?;
     Ok(())
+}
+
+/// Waits for child `pid` until `deadline`; past it, SIGKILLs the child and
+/// returns None (the caller reports the missing status).
+pub(super) fn wait_child(
+    pid: libc::pid_t,
+    deadline: Instant,
+) -> Result<Option<sys::WaitStatus>, String> {
+    loop {
+        if let Some((_, ws)) = sys::waitpid(pid, true).map_err(|e| format!("waitpid: {e}"))? {
+            return Ok(Some(ws));
+        }
+        if Instant::now() >= deadline {
+            let _ = sys::kill(pid, libc::SIGKILL);
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }

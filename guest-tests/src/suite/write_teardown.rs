@@ -10,6 +10,7 @@ use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
+use super::teardown::wait_child;
 use super::write_data::pwrite_pattern;
 use super::{create_pattern_file, pread_full, Ctx, TestResult, REAP_TIMEOUT};
 use crate::aio::Ring;
@@ -225,17 +226,7 @@ pub fn exit_inflight(ctx: &Ctx) -> TestResult {
         File::from(rd)
             .read_to_end(&mut report)
             .map_err(|e| format!("read the child's report: {e}"))?;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let status = loop {
-            if let Some((_, ws)) = sys::waitpid(pid, true).map_err(|e| format!("waitpid: {e}"))? {
-                break Some(ws);
-            }
-            if Instant::now() >= deadline {
-                let _ = sys::kill(pid, libc::SIGKILL);
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        };
+        let status = wait_child(pid, Instant::now() + Duration::from_secs(30))?;
         ensure!(
             status == Some(WaitStatus::Exited(0)),
             "round {round}: the child with writes in flight ended with {status:?}"

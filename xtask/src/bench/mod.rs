@@ -3,6 +3,11 @@
 //! rendered as markdown and plotted as SVG. Everything here is pure except
 //! [`plot`]'s file output.
 
+// The counter names, shared with the guest side (one list for the kernel's
+// debugfs aio/stats); the host uses only NAMES.
+#[allow(dead_code)]
+#[path = "../../../guest-tests/src/aiostats.rs"]
+mod aiostats;
 pub mod plot;
 pub mod report;
 
@@ -68,21 +73,8 @@ pub fn is_write(workload: &str) -> bool {
 /// count per IO of the point: `write_inline 500 (0.50/IO)`, in the order
 /// the file lists them (reads, writes, workers). "" without counters.
 pub fn stats_summary(stats: &BTreeMap<String, u64>, ios: usize) -> String {
-    const ORDER: [&str; 12] = [
-        "read_inline",
-        "read_park_folio",
-        "read_park_meta",
-        "read_blocking",
-        "write_inline",
-        "write_async",
-        "write_park_folio",
-        "write_park_meta",
-        "write_punt_eagain",
-        "write_punt_sync",
-        "write_punt_stall",
-        "worker_exit",
-    ];
-    let rank = |k: &str| ORDER.iter().position(|o| *o == k).unwrap_or(ORDER.len());
+    let order = &aiostats::NAMES;
+    let rank = |k: &str| order.iter().position(|o| *o == k).unwrap_or(order.len());
     let mut v: Vec<(&String, &u64)> = stats.iter().filter(|(_, v)| **v != 0).collect();
     v.sort_by_key(|(k, _)| rank(k));
     let per = |n: u64| {
