@@ -119,6 +119,32 @@ pub fn io_getevents(
     Ok(n as usize)
 }
 
+/// `io_cancel(ctx, obj, &result)` for the iocb at user address `obj`.
+/// `Ok(event)` when the kernel returned 0 and delivered the cancelled
+/// request's event in `result` (the pre-4.19 contract; such an event never
+/// reaches the ring: feed it to [`Ring::absorb`]); `Err` otherwise — 6.12
+/// answers `EINPROGRESS` when it cancelled (the event then comes through
+/// the ring) and `EINVAL` for requests that cannot be cancelled, e.g.
+/// reads, or that are not in flight.
+///
+/// Memory-safe for any `obj`, even one that was never submitted or whose
+/// memory has been freed: the kernel only reads `aio_key` through it with
+/// `get_user()` (EFAULT on a bad address) and compares the address with
+/// its requests; it writes only into `result`, which lives here.
+pub fn io_cancel(ctx: u64, obj: u64) -> io::Result<IoEvent> {
+    let mut result = IoEvent::default();
+    // SAFETY: see above; `result` is a valid writable io_event.
+    syscall_result(unsafe {
+        libc::syscall(
+            libc::SYS_io_cancel,
+            ctx as libc::c_ulong,
+            obj as usize as *mut Iocb,
+            &mut result as *mut IoEvent,
+        )
+    })?;
+    Ok(result)
+}
+
 /// `io_submit` of a single `IOCB_CMD_FSYNC` iocb on `fd` to an arbitrary
 /// (possibly bogus or destroyed) context id. Memory-safe whatever `ctx` is:
 /// an fsync iocb carries no buffer, and the kernel copies the iocb itself
@@ -581,13 +607,35 @@ impl Ring {
         let t0 = Instant::now();
         io_destroy(self.ctx).map_err(|e| format!("io_destroy: {e}"))?;
         let took = t0.elapsed();
+        Ok((took, self.destroyed_elsewhere()))
+    }
+
+    /// Records that `io_destroy` of this context ([`Ring::id`]) returned
+    /// successfully in another thread: like [`Ring::destroy_now`] without
+    /// the syscall. Returns the requests that were never reaped. Only call
+    /// it once that io_destroy has returned 0 (then the kernel is done with
+    /// every buffer of the context).
+    pub fn destroyed_elsewhere(&mut self) -> Vec<Op> {
         self.destroyed = true;
         self.tracker.on_destroy();
         let mut ops: Vec<Op> = self.inflight.drain().map(|(_, op)| op).collect();
         for op in ops.iter_mut() {
             op.unscribble();
         }
-        Ok((took, ops))
+        ops
+    }
+
+    /// Feeds events of this context that did not come from
+    /// [`Ring::getevents`] — reaped by another thread with a raw
+    /// [`io_getevents`] on [`Ring::id`], or returned by [`io_cancel`] —
+    /// through the checker, and hands back their ops like `getevents`.
+    pub fn absorb(&mut self, evs: &[IoEvent]) -> Vec<Completion> {
+        evs.iter().map(|ev| self.complete(*ev)).collect()
+    }
+
+    /// How many accepted requests have not been reaped yet.
+    pub fn in_flight(&self) -> usize {
+        self.inflight.len()
     }
 
     /// Runs the checker after [`Ring::destroy_now`] (nothing left to drain).

@@ -522,3 +522,202 @@ pub fn fstatvfs(fd: &impl AsRawFd) -> io::Result<(u64, u64, u64)> {
     check(unsafe { libc::fstatvfs(fd.as_raw_fd(), &mut s) })?;
     Ok((s.f_frsize as u64, s.f_bfree as u64, s.f_blocks as u64))
 }
+
+/// CLOCK_MONOTONIC in nanoseconds: comparable across processes (unlike
+/// `Instant`, whose value is opaque), for ordering events that a forked
+/// child and its parent observe.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always
+    // exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// `ioctl(fd, FIFREEZE, 0)`: freezes the filesystem holding `fd` (waits
+/// for every writer holding freeze protection, syncs, blocks new writers).
+pub fn fifreeze(fd: &impl AsRawFd) -> io::Result<()> {
+    const FIFREEZE: libc::c_ulong = 0xC004_5877; // _IOWR('X', 119, int)
+                                                 // SAFETY: FIFREEZE ignores its argument; the fd is borrowed and open.
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), FIFREEZE, 0) }).map(|_| ())
+}
+
+/// `ioctl(fd, FITHAW, 0)`: thaws a frozen filesystem (EINVAL if it is not
+/// frozen).
+pub fn fithaw(fd: &impl AsRawFd) -> io::Result<()> {
+    const FITHAW: libc::c_ulong = 0xC004_5878; // _IOWR('X', 120, int)
+                                               // SAFETY: FITHAW ignores its argument; the fd is borrowed and open.
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), FITHAW, 0) }).map(|_| ())
+}
+
+/// `epoll_create1(EPOLL_CLOEXEC)`.
+pub fn epoll_create() -> io::Result<OwnedFd> {
+    // SAFETY: epoll_create1 takes a plain flag and returns a new fd or -1.
+    let fd = check(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
+    // SAFETY: the fd was just created and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `epoll_ctl(ep, EPOLL_CTL_ADD, fd, {events, token})`.
+pub fn epoll_add(ep: &impl AsRawFd, fd: RawFd, events: u32, token: u64) -> io::Result<()> {
+    let mut ev = libc::epoll_event { events, u64: token };
+    // SAFETY: `ev` is a valid epoll_event read by the kernel during the call.
+    check(unsafe { libc::epoll_ctl(ep.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) }).map(|_| ())
+}
+
+/// One `epoll_wait(ep, .., max, timeout)` call, *not* retried on EINTR
+/// (callers that count interruptions see them as `Err`). Returns the ready
+/// (events, token) pairs; empty on timeout.
+pub fn epoll_wait(ep: &impl AsRawFd, max: usize, timeout: Duration) -> io::Result<Vec<(u32, u64)>> {
+    let mut evs = vec![libc::epoll_event { events: 0, u64: 0 }; max.max(1)];
+    let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
+    // SAFETY: `evs` is a valid writable array of `evs.len()` epoll_events.
+    let n = check(unsafe {
+        libc::epoll_wait(
+            ep.as_raw_fd(),
+            evs.as_mut_ptr(),
+            evs.len() as libc::c_int,
+            ms,
+        )
+    })?;
+    Ok(evs[..n as usize]
+        .iter()
+        .map(|e| {
+            // copies out of the (packed) struct: no references taken
+            let (events, token) = (e.events, e.u64);
+            (events, token)
+        })
+        .collect())
+}
+
+fn sigset_of(sigs: &[libc::c_int]) -> libc::sigset_t {
+    // SAFETY: sigset_t is plain old data; sigemptyset initialises it and
+    // sigaddset only sets bits of valid signal numbers (errors ignored).
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for &s in sigs {
+            libc::sigaddset(&mut set, s);
+        }
+        set
+    }
+}
+
+/// Blocks (`block == true`) or unblocks `sigs` in the calling thread
+/// (`pthread_sigmask`).
+pub fn block_signals(sigs: &[libc::c_int], block: bool) -> io::Result<()> {
+    let set = sigset_of(sigs);
+    let how = if block {
+        libc::SIG_BLOCK
+    } else {
+        libc::SIG_UNBLOCK
+    };
+    // SAFETY: `set` is an initialised sigset_t; the old mask is not wanted.
+    let r = unsafe { libc::pthread_sigmask(how, &set, std::ptr::null_mut()) };
+    if r != 0 {
+        return Err(io::Error::from_raw_os_error(r));
+    }
+    Ok(())
+}
+
+/// The raw `rt_sigtimedwait(sigs, NULL, timeout)` syscall (no libc retry
+/// logic): `Ok(None)` on timeout (EAGAIN), `Ok(Some(sig))` if one of `sigs`
+/// was pending, `Err` otherwise — including EINTR, which callers count.
+pub fn sigtimedwait(sigs: &[libc::c_int], timeout: Duration) -> io::Result<Option<libc::c_int>> {
+    let set = sigset_of(sigs);
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: `set` and `ts` are valid for the call; a NULL siginfo pointer
+    // is allowed; 8 is the kernel's sigset size (_NSIG / 8) and `set` (a
+    // 128-byte glibc sigset_t) is larger.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigtimedwait,
+            &set as *const libc::sigset_t,
+            std::ptr::null_mut::<libc::siginfo_t>(),
+            &ts as *const libc::timespec,
+            8 as libc::c_long,
+        )
+    };
+    if r >= 0 {
+        return Ok(Some(r as libc::c_int));
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EAGAIN) {
+        return Ok(None);
+    }
+    Err(e)
+}
+
+/// Body of the [`vfork_sleep`] child: sleeps, then returns (glibc's clone
+/// wrapper then calls `exit`). Runs on its own stack in the parent's
+/// address space, so it touches nothing but its stack and `arg`.
+extern "C" fn vfork_sleeper(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` points at the timespec owned by `vfork_sleep`'s frame,
+    // which stays alive (and unmodified) because that thread is suspended
+    // until this child exits (CLONE_VFORK).
+    let mut req = unsafe { *(arg as *const libc::timespec) };
+    for _ in 0..1000 {
+        let mut rem = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: plain nanosleep on valid timespecs on this stack. (A
+        // failure sets errno, i.e. the suspended parent thread's TLS
+        // errno: harmless, errno is only read after a failing call.)
+        let r = unsafe { libc::syscall(libc::SYS_nanosleep, &req, &mut rem) };
+        if r == 0 {
+            break;
+        }
+        // EINTR: sleep the rest (anything else: rem is 0, so we leave)
+        req = rem;
+    }
+    0
+}
+
+/// Blocks the calling thread the way `vfork()` does, for `d`: a child is
+/// created with `clone(CLONE_VM | CLONE_VFORK | SIGCHLD)` and the caller
+/// waits in the kernel (`wait_for_vfork_done`, a killable sleep that
+/// signal-less notifications such as `TWA_SIGNAL` task_work do not end)
+/// until the child exits after sleeping `d`. Unlike a literal `vfork()`
+/// this is sound from Rust: the child runs a plain `extern "C"` function
+/// on a stack of its own, so it never returns through (and clobbers) the
+/// parent's frames. Returns the child's pid, to be reaped with
+/// [`waitpid`] (it has exited or is exiting when this returns).
+pub fn vfork_sleep(d: Duration) -> io::Result<i32> {
+    const STACK: usize = 64 * 1024;
+    let mut stack = vec![0u8; STACK];
+    let mut ts = libc::timespec {
+        tv_sec: d.as_secs() as libc::time_t,
+        tv_nsec: d.subsec_nanos() as libc::c_long,
+    };
+    // Top of the stack (it grows down), 16-byte aligned.
+    let top = {
+        let end = stack.as_mut_ptr().wrapping_add(STACK) as usize;
+        (end & !15) as *mut libc::c_void
+    };
+    // SAFETY: the child gets a private, live, 16-aligned stack (`stack`,
+    // freed only after clone returns, i.e. after the child released the
+    // address space: CLONE_VFORK) and a pointer to `ts`, which lives in
+    // this frame for the same span. It runs only `vfork_sleeper`, which
+    // reads `ts` and makes syscalls. No CLONE_THREAD/CLONE_FILES/
+    // CLONE_SIGHAND: it is a separate process sharing only memory.
+    let pid = unsafe {
+        libc::clone(
+            vfork_sleeper,
+            top,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            &mut ts as *mut libc::timespec as *mut libc::c_void,
+        )
+    };
+    drop(stack);
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(pid)
+}

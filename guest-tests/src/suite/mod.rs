@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::pattern;
 use crate::sys;
 
+mod adversarial;
 mod basic;
 mod eio;
 mod errors;
@@ -208,12 +209,36 @@ pub const TESTS: &[TestDef] = &[
     fs_test("write/eio", write_eio::eio).on(Device::Slow),
     fs_test("write/exit_inflight", write_teardown::exit_inflight).on(Device::PreferSlow),
     fs_test("write/destroy_inflight", write_teardown::destroy_inflight).on(Device::PreferSlow),
+    fs_test("write/overlap_order", adversarial::overlap_order).on(Device::Slow),
+    fs_test(
+        "write/rlimit_append_batch",
+        adversarial::rlimit_append_batch,
+    )
+    .on(Device::PreferSlow),
+    fs_test(
+        "write/append_vs_throttled_appender",
+        adversarial::append_vs_throttled_appender,
+    )
+    .on(Device::PreferSlow),
+    fs_test("retry/no_spurious_eintr", adversarial::no_spurious_eintr).on(Device::Slow),
+    fs_test(
+        "retry/completion_not_hostage",
+        adversarial::completion_not_hostage,
+    )
+    .on(Device::Slow),
+    fs_test("retry/cancel_race", adversarial::cancel_race).on(Device::Slow),
+    fs_test("retry/io_accounting", adversarial::io_accounting).on(Device::PreferSlow),
+    fs_test("teardown/destroy_race", adversarial::destroy_race).on(Device::Slow),
     fs_test("teardown/exit_inflight", teardown::exit_inflight).on(Device::PreferSlow),
     fs_test("teardown/sigkill_inflight", teardown::sigkill_inflight).on(Device::PreferSlow),
     fs_test("teardown/umount_remount", teardown::umount_remount).on(Device::PreferSlow),
     global_test("errors/bad_fd", errors::bad_fd),
     global_test("errors/einval_opcode", errors::einval_opcode),
     global_test("errors/bad_rw_flags", errors::bad_rw_flags),
+    // Last: if it detects a freeze deadlock it leaves the slow filesystem
+    // frozen (see adversarial::freeze_parked), which would block every
+    // later test on it.
+    fs_test("write/freeze_parked", adversarial::freeze_parked).on(Device::Slow),
 ];
 
 /// One concrete test instance.
@@ -594,6 +619,35 @@ mod tests {
                 .unwrap()
                 .new_behaviour
         );
+    }
+
+    #[test]
+    fn adversarial_tests_are_correctness_tests() {
+        let names = [
+            ("write/overlap_order", Device::Slow),
+            ("write/rlimit_append_batch", Device::PreferSlow),
+            ("write/append_vs_throttled_appender", Device::PreferSlow),
+            ("write/freeze_parked", Device::Slow),
+            ("retry/no_spurious_eintr", Device::Slow),
+            ("retry/completion_not_hostage", Device::Slow),
+            ("retry/cancel_race", Device::Slow),
+            ("retry/io_accounting", Device::PreferSlow),
+            ("teardown/destroy_race", Device::Slow),
+        ];
+        for (n, dev) in names {
+            let t = TESTS.iter().find(|t| t.name == n).expect(n);
+            assert!(t.per_fs, "{n}");
+            assert!(!t.new_behaviour, "{n} must pass on the unpatched kernel");
+            assert_eq!(t.device, dev, "{n}");
+        }
+        // the freeze test can wedge its filesystem: it runs last
+        assert_eq!(TESTS.last().unwrap().name, "write/freeze_parked");
+        // and everything else that could leak a request on the slow
+        // filesystems runs before teardown/umount_remount checks them
+        let pos = |n: &str| TESTS.iter().position(|t| t.name == n).unwrap();
+        for (n, _) in names.iter().filter(|(n, _)| *n != "write/freeze_parked") {
+            assert!(pos(n) < pos("teardown/umount_remount"), "{n}");
+        }
     }
 
     #[test]

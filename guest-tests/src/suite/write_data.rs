@@ -197,7 +197,11 @@ pub fn cold_warm(ctx: &Ctx) -> TestResult {
 /// Finds the order in which the appended chunks landed after `base`: each
 /// chunk (pattern of its seed, encoded from offset 0) must appear whole and
 /// contiguous, in some order. Returns the seeds in file order.
-fn append_order(got: &[u8], base: usize, chunks: &[(u64, usize)]) -> Result<Vec<u64>, String> {
+pub(super) fn append_order(
+    got: &[u8],
+    base: usize,
+    chunks: &[(u64, usize)],
+) -> Result<Vec<u64>, String> {
     let mut left: Vec<(u64, usize)> = chunks.to_vec();
     let mut at = base;
     let mut order = Vec::new();
