@@ -45,6 +45,33 @@ pub fn mount(source: &str, target: &Path, fstype: &str, flags: libc::c_ulong) ->
     .map(|_| ())
 }
 
+/// `mount(2)` with a filesystem-specific option string (`data`, e.g.
+/// `errors=continue`).
+pub fn mount_data(
+    source: &str,
+    target: &Path,
+    fstype: &str,
+    flags: libc::c_ulong,
+    data: &str,
+) -> io::Result<()> {
+    let src = cstr(source)?;
+    let tgt = path_cstr(target)?;
+    let fst = cstr(fstype)?;
+    let dat = cstr(data)?;
+    // SAFETY: all pointers are valid NUL-terminated strings that outlive the
+    // call; the filesystem reads `data` as a NUL-terminated option string.
+    check(unsafe {
+        libc::mount(
+            src.as_ptr(),
+            tgt.as_ptr(),
+            fst.as_ptr(),
+            flags,
+            dat.as_ptr() as *const libc::c_void,
+        )
+    })
+    .map(|_| ())
+}
+
 /// `umount2(target, 0)`.
 pub fn umount(target: &Path) -> io::Result<()> {
     let tgt = path_cstr(target)?;
@@ -321,6 +348,7 @@ pub fn errno_name(errno: i32) -> &'static str {
         libc::EOPNOTSUPP => "EOPNOTSUPP",
         libc::ECANCELED => "ECANCELED",
         libc::ETIMEDOUT => "ETIMEDOUT",
+        libc::EUCLEAN => "EUCLEAN",
         512 => "ERESTARTSYS",
         513 => "ERESTARTNOINTR",
         514 => "ERESTARTNOHAND",
@@ -535,6 +563,20 @@ pub fn monotonic_ns() -> u64 {
     // exists on Linux.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// `clock_gettime(clock)` as a duration, for the CPU-time clocks
+/// (`CLOCK_PROCESS_CPUTIME_ID`: all threads of the process, including its
+/// kernel io threads; `CLOCK_THREAD_CPUTIME_ID`: the calling thread).
+pub fn cpu_time(clock: libc::clockid_t) -> io::Result<Duration> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; an unknown clock id only
+    // makes the call fail with EINVAL.
+    check(unsafe { libc::clock_gettime(clock, &mut ts) })?;
+    Ok(Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
 }
 
 /// `ioctl(fd, FIFREEZE, 0)`: freezes the filesystem holding `fd` (waits

@@ -351,7 +351,9 @@ pub fn boot_and_test(
             if !filters.is_empty() {
                 append.push(format!("bufaio.filter={}", filters.join(",")));
             }
-            // slow-filesystem copies and tiny ENOSPC filesystems, fsck'd below
+            // slow-filesystem copies and tiny ENOSPC filesystems, fsck'd
+            // below, and the scratch ext3 filesystem (corrupted on purpose
+            // by read/corrupt_indirect, not fsck'd)
             disks.extend(rootfs::check_disks(dir, ctx.cfg.disks.size_mib)?);
             "suite"
         }

@@ -147,6 +147,18 @@ pub fn mke2fs(
     size_mib: u32,
     label: &str,
 ) -> Result<()> {
+    mke2fs_with(fstype, dir, img, size_mib, label, &[])
+}
+
+/// [`mke2fs`] with extra options before the image (e.g. `-b 1024`).
+pub fn mke2fs_with(
+    fstype: &str,
+    dir: Option<&Path>,
+    img: &Path,
+    size_mib: u32,
+    label: &str,
+    extra: &[&str],
+) -> Result<()> {
     let _ = fs::remove_file(img);
     let mut cmd = Command::new("mke2fs");
     cmd.args([
@@ -162,6 +174,7 @@ pub fn mke2fs(
     if let Some(d) = dir {
         cmd.arg("-d").arg(d);
     }
+    cmd.args(extra);
     cmd.arg(img).arg(format!("{size_mib}M"));
     let out = cmd
         .output()
@@ -202,12 +215,25 @@ pub const SLOWCK_MARKER: &str = "BUFAIO-SLOWCK ";
 /// ext3 with its 1 MiB journal is about this).
 pub const TINY_MIB: u32 = 2;
 
+/// Size of the scratch filesystem that `read/corrupt_indirect` corrupts on
+/// purpose.
+pub const SCRATCH_MIB: u32 = 8;
+
+/// Its volume label (ext2 labels hold at most 16 bytes, so not
+/// `bufaio-scratch-ext3`). Keep in sync with guest-tests/src/suite/corrupt.rs.
+pub const SCRATCH_EXT3_LABEL: &str = "bufaio-scr-ext3";
+
 /// Extra disks of a suite run, after the test disks: per fs a sparse disk
 /// marked for the copy of the slow filesystem (`disk-slow-<fs>.img`, fsck'd
 /// after the run as `host/fsck-slow@<fs>`), then per fs a fresh tiny
 /// filesystem labelled `bufaio-tiny-<fs>` for the ENOSPC tests
-/// (`disk-tiny-<fs>.img`, `host/fsck-tiny@<fs>`). The guest finds them by
-/// marker and label, not by device name.
+/// (`disk-tiny-<fs>.img`, `host/fsck-tiny@<fs>`), then a fresh 8 MiB ext3
+/// scratch filesystem with 1 KiB blocks labelled `bufaio-scr-ext3`
+/// (`disk-scratch-ext3.img`; the guest mounts it on `/mnt/scratch-ext3`),
+/// which `read/corrupt_indirect` corrupts on purpose and nothing else uses:
+/// it is *not* fsck'd (no `host/` row; [`fsck_test_name`] is None) and is
+/// thrown away with the run. The guest finds them by marker and label, not
+/// by device name.
 pub fn check_disks(run_dir: &Path, size_mib: u32) -> Result<Vec<Disk>> {
     let mut disks = Vec::new();
     for fs_ in ["ext2", "ext3"] {
@@ -234,12 +260,29 @@ pub fn check_disks(run_dir: &Path, size_mib: u32) -> Result<Vec<Disk>> {
             mountpoint: format!("/mnt/tiny-{fs_}"),
         });
     }
+    // 1 KiB blocks: a 20 KiB file already needs an indirect block.
+    let path = run_dir.join("disk-scratch-ext3.img");
+    mke2fs_with(
+        "ext3",
+        None,
+        &path,
+        SCRATCH_MIB,
+        SCRATCH_EXT3_LABEL,
+        &["-b", "1024"],
+    )?;
+    disks.push(Disk {
+        path,
+        fstype: "ext3".into(),
+        device: String::new(),
+        mountpoint: "/mnt/scratch-ext3".into(),
+    });
     Ok(disks)
 }
 
 /// The host-side test reporting this disk's `e2fsck -fn`
 /// (`host/fsck@ext2`, `host/fsck-slow@ext2`, `host/fsck-tiny@ext3`), from
-/// its file name; None for disks that are not checked (the exec payload).
+/// its file name; None for disks that are not checked (the exec payload,
+/// and the scratch disk `disk-scratch-ext3.img`, corrupted on purpose).
 pub fn fsck_test_name(disk: &Disk) -> Option<String> {
     let stem = disk.path.file_stem()?.to_str()?;
     let rest = stem.strip_prefix("disk-")?;
@@ -346,6 +389,7 @@ mod tests {
             Some("host/fsck-tiny@ext2")
         );
         assert_eq!(n("/r/disk-payload.img", "ext2"), None);
+        assert_eq!(n("/r/disk-scratch-ext3.img", "ext3"), None);
         assert_eq!(n("/r/disk-slow-ext3.img", "ext2"), None);
         assert_eq!(n("/r/other.img", "ext2"), None);
     }
@@ -359,6 +403,11 @@ mod tests {
         );
         let limits = include_str!("../../guest-tests/src/suite/write_limits.rs");
         assert!(limits.contains("format!(\"bufaio-tiny-{fs}\")"));
+        let corrupt = include_str!("../../guest-tests/src/suite/corrupt.rs");
+        assert!(corrupt.contains("format!(\"bufaio-scr-{fs}\")"));
+        assert_eq!(SCRATCH_EXT3_LABEL, "bufaio-scr-ext3");
+        assert!(SCRATCH_EXT3_LABEL.len() <= 16, "ext2 labels hold 16 bytes");
+        assert!(corrupt.contains("\"/mnt/scratch-{fs}\""));
     }
 
     /// Needs e2fsprogs (a listed host dependency): fresh check disks, the
@@ -400,5 +449,23 @@ mod tests {
         assert!(out.status.success(), "{out:?}");
         let (ok, text) = fsck(&disks[2]).unwrap();
         assert!(!ok, "e2fsck -fn accepted a damaged image:\n{text}");
+        // the scratch disk: last, not fsck'd, ext3 with 1 KiB blocks
+        assert_eq!(disks.len(), 5);
+        let scratch = &disks[4];
+        assert_eq!(fsck_test_name(scratch), None);
+        assert_eq!(scratch.mountpoint, "/mnt/scratch-ext3");
+        let (ok, text) = fsck(scratch).unwrap();
+        assert!(ok, "{text}");
+        let img = fs::read(&scratch.path).unwrap();
+        assert_eq!(img.len() as u64, u64::from(SCRATCH_MIB) << 20);
+        let sb = &img[1024..2048];
+        assert_eq!(sb[56..58], [0x53, 0xEF], "ext2 superblock magic");
+        assert_eq!(sb[24..28], [0, 0, 0, 0], "s_log_block_size: 1 KiB blocks");
+        assert_eq!(
+            &sb[120..120 + SCRATCH_EXT3_LABEL.len()],
+            SCRATCH_EXT3_LABEL.as_bytes()
+        );
+        // has_journal (ext3)
+        assert_ne!(sb[92] & 0x04, 0, "s_feature_compat has no journal");
     }
 }

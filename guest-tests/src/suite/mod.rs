@@ -11,6 +11,7 @@ use crate::sys;
 
 mod adversarial;
 mod basic;
+mod corrupt;
 mod eio;
 mod errors;
 mod inflight;
@@ -171,6 +172,7 @@ pub const TESTS: &[TestDef] = &[
     fs_test("read/destroy_inflight", inflight::destroy_inflight).on(Device::PreferSlow),
     fs_test("read/nowait", read::nowait).on(Device::PreferSlow),
     fs_test("read/eio", eio::eio).on(Device::Slow),
+    fs_test("read/corrupt_indirect", corrupt::corrupt_indirect),
     fs_test("write/roundtrip_aligned", write::roundtrip_aligned),
     fs_test("write/roundtrip_unaligned", write::roundtrip_unaligned),
     fs_test("write/cold_warm", write_data::cold_warm).on(Device::PreferSlow),
@@ -230,6 +232,11 @@ pub const TESTS: &[TestDef] = &[
     fs_test("retry/cancel_race", adversarial::cancel_race).on(Device::Slow),
     fs_test("retry/io_accounting", adversarial::io_accounting).on(Device::PreferSlow),
     fs_test("teardown/destroy_race", adversarial::destroy_race).on(Device::Slow),
+    fs_test(
+        "teardown/destroy_many_parked",
+        teardown::destroy_many_parked,
+    )
+    .on(Device::Slow),
     fs_test("teardown/exit_inflight", teardown::exit_inflight).on(Device::PreferSlow),
     fs_test("teardown/sigkill_inflight", teardown::sigkill_inflight).on(Device::PreferSlow),
     fs_test("teardown/umount_remount", teardown::umount_remount).on(Device::PreferSlow),
@@ -653,6 +660,21 @@ mod tests {
         for (n, _) in names.iter().filter(|(n, _)| *n != "write/freeze_parked") {
             assert!(pos(n) < pos("teardown/umount_remount"), "{n}");
         }
+    }
+
+    #[test]
+    fn destroy_many_parked_and_corrupt_indirect() {
+        let get = |n: &str| TESTS.iter().find(|t| t.name == n).expect(n);
+        let pos = |n: &str| TESTS.iter().position(|t| t.name == n).unwrap();
+        let d = get("teardown/destroy_many_parked");
+        assert!(d.per_fs && !d.new_behaviour);
+        assert_eq!(d.device, Device::Slow);
+        // it leaves no request behind on the slow filesystem: checked there
+        assert!(pos("teardown/destroy_many_parked") < pos("teardown/umount_remount"));
+        // its own scratch filesystem, not the test directory's device
+        let c = get("read/corrupt_indirect");
+        assert!(c.per_fs && !c.new_behaviour);
+        assert_eq!(c.device, Device::Normal);
     }
 
     #[test]

@@ -1,17 +1,23 @@
 //! teardown/*: a process that exits or is SIGKILLed with cold reads in
 //! flight goes away, its AIO context is released (`/proc/sys/fs/aio-nr`
-//! back to baseline), and afterwards the filesystem can be unmounted.
+//! back to baseline), and afterwards the filesystem can be unmounted;
+//! io_destroy of a context with thousands of requests parked on a few
+//! folios is cheap.
 
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::path::Path;
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use super::{create_pattern_file, Ctx, Stop, TestResult};
-use crate::aio::{Op, Ring};
-use crate::ensure;
+use super::inflight::{cpu_factor, require_slow};
+use super::write_async::read_stats;
+use super::{create_pattern_file, fadvise_random, Ctx, Stop, TestResult};
+use crate::aio::{Op, Ring, READ_POISON};
+use crate::pattern;
 use crate::sys::{self, WaitStatus};
+use crate::{ensure, ensure_str};
 
 const AIO_NR: &str = "/proc/sys/fs/aio-nr";
 
@@ -196,5 +202,355 @@ pub(super) fn wait_child(
             return Ok(None);
         }
         std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// teardown/destroy_many_parked
+
+const AIO_MAX_NR: &str = "/proc/sys/fs/aio-max-nr";
+
+fn read_u64(p: &str) -> Result<u64, String> {
+    std::fs::read_to_string(p)
+        .map_err(|e| format!("read {p}: {e}"))?
+        .trim()
+        .parse()
+        .map_err(|e| format!("parse {p}: {e}"))
+}
+
+/// `fs.aio-max-nr` raised for one test; the old value is written back by
+/// [`AioMaxNr::restore`] or, failing that, on drop.
+struct AioMaxNr {
+    old: u64,
+    restored: bool,
+}
+
+impl AioMaxNr {
+    /// Raises the limit to `at_least` unless it is that high already.
+    fn raise_to(at_least: u64) -> Result<AioMaxNr, String> {
+        let old = read_u64(AIO_MAX_NR)?;
+        let g = AioMaxNr {
+            old,
+            restored: old >= at_least,
+        };
+        if old < at_least {
+            std::fs::write(AIO_MAX_NR, format!("{at_least}\n"))
+                .map_err(|e| format!("write {at_least} to {AIO_MAX_NR}: {e}"))?;
+        }
+        Ok(g)
+    }
+
+    fn restore(&mut self) -> Result<(), String> {
+        if self.restored {
+            return Ok(());
+        }
+        self.restored = true;
+        std::fs::write(AIO_MAX_NR, format!("{}\n", self.old))
+            .map_err(|e| format!("restore {AIO_MAX_NR} to {}: {e}", self.old))?;
+        let now = read_u64(AIO_MAX_NR)?;
+        ensure_str!(
+            now == self.old,
+            "restoring {AIO_MAX_NR} left {now}, expected {}",
+            self.old
+        );
+        Ok(())
+    }
+}
+
+impl Drop for AioMaxNr {
+    fn drop(&mut self) {
+        if let Err(e) = self.restore() {
+            println!("warning: {e}");
+        }
+    }
+}
+
+/// Busy time of all CPUs from the text of `/proc/stat` (the `cpu ` line:
+/// user + nice + system + irq + softirq + steal, in USER_HZ = 100 ticks per
+/// second). Counts what the kernel does for an io_destroy outside the
+/// calling process too: free_ioctx_users() cancels the active requests from
+/// an RCU callback (softirq), which on an otherwise idle CPU is charged to
+/// the idle task, not to the process's CPU clock.
+fn parse_cpu_busy(stat: &str) -> Result<Duration, String> {
+    let line = stat
+        .lines()
+        .find(|l| l.starts_with("cpu "))
+        .ok_or("no `cpu ` line in /proc/stat")?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|x| x.parse::<u64>())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("/proc/stat `cpu ` line {line:?}: {e}"))?;
+    ensure_str!(v.len() >= 8, "/proc/stat `cpu ` line too short: {line:?}");
+    let ticks = v[0] + v[1] + v[2] + v[5] + v[6] + v[7];
+    Ok(Duration::from_millis(ticks * 10))
+}
+
+fn cpu_busy() -> Result<Duration, String> {
+    parse_cpu_busy(
+        &std::fs::read_to_string("/proc/stat").map_err(|e| format!("read /proc/stat: {e}"))?,
+    )
+}
+
+/// How many completion events of the live context `id` are in its ring and
+/// not reaped: `tail - head` of the `struct aio_ring` header the kernel maps
+/// at the context id (`id, nr, head, tail, magic`, u32 each), read through
+/// `/proc/self/mem` so that a surprise gives an error, not a fault. Reaps
+/// nothing. A diagnostic: the rest of the submitted requests were still in
+/// flight (parked) at that moment.
+fn ring_ready(id: u64) -> Result<u64, String> {
+    use std::os::unix::fs::FileExt;
+    const AIO_RING_MAGIC: u32 = 0xa10a_10a1;
+    let mem = File::open("/proc/self/mem").map_err(|e| format!("open /proc/self/mem: {e}"))?;
+    let mut h = [0u8; 20];
+    mem.read_exact_at(&mut h, id)
+        .map_err(|e| format!("read the aio ring header at {id:#x}: {e}"))?;
+    let u = |i: usize| u64::from(u32::from_le_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]));
+    let (nr, head, tail, magic) = (u(4), u(8), u(12), u(16));
+    ensure_str!(
+        magic == u64::from(AIO_RING_MAGIC) && nr > 0 && head < nr && tail < nr,
+        "the aio ring header at {id:#x} looks wrong: nr {nr} head {head} tail {tail} magic {magic:#x}"
+    );
+    Ok((tail + nr - head) % nr)
+}
+
+/// Whether a read buffer (of the page at `off`) after io_destroy is full
+/// (`Ok(true)`), untouched poison (`Ok(false)`), or anything else (`Err`).
+fn full_or_untouched(buf: &[u8], want: &[u8], off: u64) -> Result<bool, String> {
+    if buf == want {
+        return Ok(true);
+    }
+    if buf.iter().all(|&b| b == READ_POISON) {
+        return Ok(false);
+    }
+    let good = buf
+        .iter()
+        .zip(want)
+        .position(|(a, b)| a != b)
+        .unwrap_or(buf.len());
+    let poison = buf.iter().filter(|&&b| b == READ_POISON).count();
+    Err(format!(
+        "the buffer of a read at {off} is neither the full page nor untouched: bytes 0..{good} are correct, byte {good} is {:#04x}, {poison} of {} bytes are poison",
+        buf.get(good).copied().unwrap_or(0),
+        buf.len()
+    ))
+}
+
+/// What one io_destroy cost, measured by the thread that called it.
+struct DestroyCost {
+    wall: Duration,
+    thread_cpu: Duration,
+    process_cpu: Duration,
+    all_cpus: Duration,
+}
+
+/// io_destroy of a context holding 16384 buffered 4 KiB reads of the same
+/// four cold pages (64 KiB apart, POSIX_FADV_RANDOM), submitted in 16
+/// io_submit calls of 1024; the pages are evicted again before each batch,
+/// so every batch starts on cold folios and, on a kernel that parks reads,
+/// piles its requests onto a handful of folio waits (the unpatched kernel
+/// blocks in io_submit once per page and batch and serves the rest from the
+/// cache). `fs.aio-max-nr` is raised for io_setup(16384) and restored.
+/// Right after the last io_submit another thread calls io_destroy: it
+/// returns 0 within 30 s; every buffer is either the full, correct page or
+/// untouched poison (no partial garbage), and none changes in the 50 ms
+/// after; the shared checker holds. The io_destroy CPU time is reported
+/// (process CPU clock, which includes the aio workers; all CPUs' busy time
+/// from /proc/stat, which also includes the RCU-callback cancel; the
+/// calling thread) with wall time and how many requests were still in
+/// flight (aio ring tail - head), and the test fails if the process or all
+/// CPUs together used more than 1 s (× 8 on debug kernels) — the target for
+/// 65536 requests, with 4× headroom.
+pub fn destroy_many_parked(ctx: &Ctx) -> TestResult {
+    const SEED: u64 = 0xD35B;
+    const N: usize = 16384;
+    const BATCH: usize = 1024;
+    const PAGES: u64 = 4;
+    const STRIDE: u64 = 64 * 1024;
+    const LEN: usize = 4096;
+    const STUCK: Duration = Duration::from_secs(30);
+    const CPU_LIMIT: Duration = Duration::from_secs(1);
+    require_slow(ctx)?;
+    let limit = CPU_LIMIT * cpu_factor();
+    // 6.12 counts the nr_events passed to io_setup against aio-max-nr and
+    // gives the ring twice as many slots; leave room for 4 × N on top of
+    // what other contexts use, in case a kernel counts the doubled number.
+    let mut max_nr = AioMaxNr::raise_to(aio_nr()? + 4 * N as u64)?;
+    let f = create_pattern_file(&ctx.path("data"), SEED, PAGES * STRIDE)?;
+    fadvise_random(&f)?;
+    ctx.make_cold(&f)?;
+    let fd = f.as_raw_fd();
+    let want: Vec<Vec<u8>> = (0..PAGES)
+        .map(|p| pattern::make(SEED, p * STRIDE, LEN))
+        .collect();
+    let stats_before = read_stats()?;
+
+    // The destroyer is started first, so that io_destroy follows the last
+    // io_submit without a thread creation in between.
+    let (ring_tx, ring_rx) = mpsc::channel::<Ring>();
+    let (res_tx, res_rx) = mpsc::channel::<(Ring, Result<(DestroyCost, Vec<Op>), String>)>();
+    let destroyer = std::thread::spawn(move || {
+        // Disconnected: the main thread failed before handing the ring over.
+        let Ok(mut ring) = ring_rx.recv() else {
+            return;
+        };
+        let r = (|| -> Result<(DestroyCost, Vec<Op>), String> {
+            let cpu =
+                |c, what: &str| sys::cpu_time(c).map_err(|e| format!("clock_gettime({what}): {e}"));
+            let busy0 = cpu_busy()?;
+            let p0 = cpu(libc::CLOCK_PROCESS_CPUTIME_ID, "CLOCK_PROCESS_CPUTIME_ID")?;
+            let t0 = cpu(libc::CLOCK_THREAD_CPUTIME_ID, "CLOCK_THREAD_CPUTIME_ID")?;
+            let (wall, ops) = ring.destroy_now()?;
+            let t1 = cpu(libc::CLOCK_THREAD_CPUTIME_ID, "CLOCK_THREAD_CPUTIME_ID")?;
+            let p1 = cpu(libc::CLOCK_PROCESS_CPUTIME_ID, "CLOCK_PROCESS_CPUTIME_ID")?;
+            let busy1 = cpu_busy()?;
+            Ok((
+                DestroyCost {
+                    wall,
+                    thread_cpu: t1.saturating_sub(t0),
+                    process_cpu: p1.saturating_sub(p0),
+                    all_cpus: busy1.saturating_sub(busy0),
+                },
+                ops,
+            ))
+        })();
+        let _ = res_tx.send((ring, r));
+    });
+
+    let mut ring = Ring::new(N as u32)?;
+    let id = ring.id();
+    let mut submit_time = Duration::ZERO;
+    for b in 0..N / BATCH {
+        match sys::fadvise_all(&f, libc::POSIX_FADV_DONTNEED) {
+            Err(e) if e.raw_os_error() != Some(libc::ENOSYS) => {
+                return Err(format!("batch {b}: posix_fadvise(DONTNEED): {e}").into())
+            }
+            _ => {}
+        }
+        let ops: Vec<Op> = (0..BATCH)
+            .map(|i| {
+                let n = (b * BATCH + i) as u64;
+                Op::pread(fd, (n % PAGES) * STRIDE, LEN).with_data(n)
+            })
+            .collect();
+        let s = ring.submit(ops);
+        submit_time += ring.last_submit;
+        if let Some(e) = &s.error {
+            return Err(format!("batch {b}: io_submit of {BATCH} reads: {e}").into());
+        }
+        ensure!(
+            s.accepted == BATCH,
+            "batch {b}: io_submit accepted {} of {BATCH} reads",
+            s.accepted
+        );
+    }
+    let ready = ring_ready(id);
+    ring_tx
+        .send(ring)
+        .map_err(|_| "the io_destroy thread is gone".to_string())?;
+    let Ok((ring, r)) = res_rx.recv_timeout(STUCK) else {
+        return Err(format!(
+            "io_destroy of a context with {N} buffered reads ({}) did not return within 30 s",
+            match &ready {
+                Ok(n) => format!("{} of them in flight", N as u64 - n),
+                Err(e) => e.clone(),
+            }
+        )
+        .into());
+    };
+    let _ = destroyer.join();
+    let (cost, ops) = r?;
+    ensure!(
+        ops.len() == N,
+        "io_destroy left {} unreaped requests, expected all {N}",
+        ops.len()
+    );
+    let classify = |ops: &[Op]| -> Result<Vec<bool>, String> {
+        ops.iter()
+            .map(|op| {
+                let page = (op.offset() / STRIDE) as usize;
+                let w = want
+                    .get(page)
+                    .ok_or_else(|| format!("read at unexpected offset {}", op.offset()))?;
+                full_or_untouched(op.buf(), w, op.offset())
+            })
+            .collect()
+    };
+    let checked = classify(&ops).and_then(|first| {
+        std::thread::sleep(Duration::from_millis(50));
+        let again = classify(&ops)?;
+        match first.iter().zip(&again).position(|(a, b)| a != b) {
+            Some(i) => Err(format!(
+                "the buffer of the read at {} (#{i}) changed after io_destroy returned",
+                ops[i].offset()
+            )),
+            None => Ok(first),
+        }
+    });
+    // Never free memory the kernel might (wrongly) still write to.
+    std::mem::forget(ops);
+    let full = checked?.iter().filter(|&&x| x).count();
+    ring.check_after_destroy()?;
+    max_nr.restore()?;
+    let counters = match (stats_before, read_stats()?) {
+        (Some(b), Some(a)) => format!("; counters: {}", a.delta(&b).nonzero()),
+        _ => String::new(),
+    };
+    let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1000.0);
+    println!(
+        "io_destroy of {N} buffered 4 KiB reads of {PAGES} cold pages ({}; {} io_submit calls of {BATCH} took {}): returned 0 after {} wall, CPU {} process, {} all CPUs, {} calling thread (limit {}); unreaped buffers: {full} full, {} untouched{counters}",
+        match &ready {
+            Ok(n) => format!("{n} complete in the ring, {} in flight at io_destroy", N as u64 - n),
+            Err(e) => format!("in flight at io_destroy unknown: {e}"),
+        },
+        N / BATCH,
+        ms(submit_time),
+        ms(cost.wall),
+        ms(cost.process_cpu),
+        ms(cost.all_cpus),
+        ms(cost.thread_cpu),
+        ms(limit),
+        N - full
+    );
+    ensure!(
+        cost.process_cpu <= limit,
+        "io_destroy of {N} requests used {} of the process's CPU (limit {})",
+        ms(cost.process_cpu),
+        ms(limit)
+    );
+    ensure!(
+        cost.all_cpus <= limit,
+        "io_destroy of {N} requests kept the CPUs busy for {} (limit {}; the process itself used {})",
+        ms(cost.all_cpus),
+        ms(limit),
+        ms(cost.process_cpu)
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_busy_from_proc_stat() {
+        let s = "cpu  100 2 30 5000 7 1 4 3 0 0\ncpu0 50 1 15 2500 3 0 2 1 0 0\nintr 1\n";
+        // user + nice + system + irq + softirq + steal = 140 ticks
+        assert_eq!(parse_cpu_busy(s), Ok(Duration::from_millis(1400)));
+        assert!(parse_cpu_busy("cpu0 1 2 3 4 5 6 7 8\n").is_err());
+        assert!(parse_cpu_busy("cpu  1 2 3\n").is_err());
+        assert!(parse_cpu_busy("cpu  1 x 3 4 5 6 7 8\n").is_err());
+    }
+
+    #[test]
+    fn full_or_untouched_buffers() {
+        let want = vec![7u8; 16];
+        assert_eq!(full_or_untouched(&want, &want, 0), Ok(true));
+        assert_eq!(full_or_untouched(&[READ_POISON; 16], &want, 0), Ok(false));
+        let mut partial = vec![7u8; 8];
+        partial.extend_from_slice(&[READ_POISON; 8]);
+        let e = full_or_untouched(&partial, &want, 4096).unwrap_err();
+        assert!(e.contains("bytes 0..8 are correct"), "{e}");
     }
 }

@@ -537,7 +537,7 @@ pub fn writeback_nonblocking(ctx: &Ctx) -> TestResult {
 
 /// Mounts debugfs on /sys/kernel/debug if needed and reads the counters.
 /// `Ok(None)` when the kernel has no counters file.
-fn read_stats() -> Result<Option<Stats>, String> {
+pub(super) fn read_stats() -> Result<Option<Stats>, String> {
     let dbg = Path::new(aiostats::DEBUGFS);
     if !dbg.join(aiostats::STATS_REL).exists() {
         if let Err(e) = sys::mount("debugfs", dbg, "debugfs", 0) {
