@@ -980,9 +980,9 @@ fn appender_child(mut f: File, mut go: File, mut tell: File, n: u32, len: usize)
 /// or overwritten — which is what happens if a write resumed after
 /// throttling reuses a stale O_APPEND position.
 pub fn append_vs_throttled_appender(ctx: &Ctx) -> TestResult {
-    const AIO_RECS: u32 = 24;
+    const AIO_RECS: u32 = 32;
     const AIO_LEN: usize = 256 * KIB;
-    const SYNC_RECS: u32 = 400;
+    const SYNC_RECS: u32 = 2000;
     const SYNC_LEN: usize = 4 * KIB;
     const DEPTH: usize = 4;
     const LIMIT: u64 = 262_144;
@@ -1247,9 +1247,17 @@ pub fn freeze_parked(ctx: &Ctx) -> TestResult {
         buf: Vec::new(),
     };
 
-    // The submitting thread: submits, reports, then waits (interruptibly)
+    // The submitting thread: submits, reports, and on the first order (the
+    // freezer has been started) does a plain pwrite() to another file of the
+    // same filesystem itself, as the reproducer's submitter does: on a
+    // kernel whose retry of the parked write can only run in this thread,
+    // and which keeps freeze protection across the park, that pwrite blocks
+    // in sb_start_write() behind the freeze, which waits for the parked
+    // write, whose retry waits for this thread. Then it waits (interruptibly)
     // for the order to reap.
     let fd = f.as_raw_fd();
+    let other2 = other.try_clone().map_err(|e| format!("dup: {e}"))?;
+    let (pw_tx, pw_rx) = mpsc::channel();
     let (sub_tx, sub_rx) = mpsc::channel::<Result<(), String>>();
     let (cmd_tx, cmd_rx) = mpsc::channel::<()>();
     let submitter = std::thread::spawn(move || -> Result<i64, String> {
@@ -1268,6 +1276,21 @@ pub fn freeze_parked(ctx: &Ctx) -> TestResult {
                 return Err(e);
             }
         };
+        if cmd_rx.recv().is_err() {
+            std::mem::forget(ring);
+            return Err("abandoned".into());
+        }
+        // let the freezer get into freeze_super() (spinning: a sleep would
+        // give a task_work retry the chance to run)
+        let spin = Instant::now();
+        while spin.elapsed() < Duration::from_millis(20) {
+            std::hint::spin_loop();
+        }
+        let start = sys::monotonic_ns();
+        let r = other2
+            .write_all_at(&pattern::make(OTHER, 0, 4096), 0)
+            .map_err(|e| format!("pwrite of 4 KiB to another file: {e}"));
+        let _ = pw_tx.send((start, r, sys::monotonic_ns()));
         if cmd_rx.recv().is_err() {
             // abandoned (deadlock path): never block in io_destroy here
             std::mem::forget(ring);
@@ -1293,6 +1316,7 @@ pub fn freeze_parked(ctx: &Ctx) -> TestResult {
     let t_go = Instant::now();
     go.write_all(b"g")
         .map_err(|e| format!("start the freezer: {e}"))?;
+    let _ = cmd_tx.send(());
     let deadline = t_go + DEADLINE;
     let Some((tag, err)) = msgs.next(deadline)? else {
         // Deadlock. Do not thaw, wait, close or destroy anything that could
@@ -1311,6 +1335,7 @@ pub fn freeze_parked(ctx: &Ctx) -> TestResult {
     let freeze_took = t_go.elapsed();
     ensure!(tag == b'R', "unexpected message {tag:#x} from the freezer");
     if err != 0 {
+        let _ = pw_rx.recv_timeout(DEADLINE);
         let _ = cmd_tx.send(());
         let res = submitter
             .join()
@@ -1338,16 +1363,6 @@ pub fn freeze_parked(ctx: &Ctx) -> TestResult {
     };
     let frozen_ns = sys::monotonic_ns();
 
-    // A plain pwrite to another file while frozen, in a helper thread.
-    let other2 = other.try_clone().map_err(|e| format!("dup: {e}"))?;
-    let (pw_tx, pw_rx) = mpsc::channel();
-    let writer = std::thread::spawn(move || {
-        let start = sys::monotonic_ns();
-        let r = other2
-            .write_all_at(&pattern::make(OTHER, 0, 4096), 0)
-            .map_err(|e| format!("pwrite of 4 KiB to another file: {e}"));
-        let _ = pw_tx.send((start, r, sys::monotonic_ns()));
-    });
     let (tag, thaw_ns) = msgs
         .next(deadline)?
         .ok_or("the freezer did not reach FITHAW within 20 s")?;
@@ -1366,9 +1381,6 @@ pub fn freeze_parked(ctx: &Ctx) -> TestResult {
         .recv_timeout(DEADLINE)
         .map_err(|_| "the pwrite() to another file did not complete within 20 s of FITHAW")?;
     pw_res?;
-    writer
-        .join()
-        .map_err(|_| "the pwrite thread panicked".to_string())?;
     let _ = cmd_tx.send(());
     let res = submitter
         .join()
@@ -1376,14 +1388,16 @@ pub fn freeze_parked(ctx: &Ctx) -> TestResult {
     let status = child.wait(Instant::now() + DEADLINE)?;
     let ms = |a: u64, b: u64| (a as i64 - b as i64) / 1_000_000;
     println!(
-        "FIFREEZE returned {} ms after the AIO write was submitted; the pwrite started {} ms after the freeze and completed {} ms after FITHAW was called; freezer child {status:?}",
+        "FIFREEZE returned {} ms after the AIO write was submitted; the submitter's pwrite started {} ms relative to the freeze and completed {} ms after FITHAW was called; freezer child {status:?}",
         freeze_took.as_millis(),
         ms(pw_start, frozen_ns),
         ms(pw_done, thaw_ns)
     );
+    // a pwrite that started once FIFREEZE had returned must wait for the
+    // thaw (one that started earlier may have got in before the freeze)
     ensure!(
-        pw_done >= thaw_ns,
-        "the pwrite() of 4 KiB to another file completed {} ms BEFORE FITHAW was called: the frozen filesystem let a writer through",
+        pw_start < frozen_ns || pw_done >= thaw_ns,
+        "the pwrite() of 4 KiB to another file started after FIFREEZE returned and completed {} ms BEFORE FITHAW was called: the frozen filesystem let a writer through",
         ms(thaw_ns, pw_done)
     );
     ensure!(

@@ -221,8 +221,7 @@ pub const TESTS: &[TestDef] = &[
     fs_test(
         "write/append_vs_throttled_appender",
         adversarial::append_vs_throttled_appender,
-    )
-    .on(Device::PreferSlow),
+    ),
     fs_test("retry/no_spurious_eintr", adversarial::no_spurious_eintr).on(Device::Slow),
     fs_test(
         "retry/completion_not_hostage",
@@ -638,7 +637,7 @@ mod tests {
         let names = [
             ("write/overlap_order", Device::Slow),
             ("write/rlimit_append_batch", Device::PreferSlow),
-            ("write/append_vs_throttled_appender", Device::PreferSlow),
+            ("write/append_vs_throttled_appender", Device::Normal),
             ("write/freeze_parked", Device::Slow),
             ("retry/no_spurious_eintr", Device::Slow),
             ("retry/completion_not_hostage", Device::Slow),
