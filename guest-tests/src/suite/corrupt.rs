@@ -3,7 +3,7 @@
 //! (`->prefetch_mapping()`), an indirect block can be read by someone else
 //! than the lookup that follows it; the lookup must still validate it
 //! (ext4_check_indirect_blockref()) and fail, rather than follow pointers
-//! that lie outside the file system.
+//! into the file system's own metadata.
 //!
 //! The test corrupts its file system on purpose, so it runs on one of its
 //! own: the host's fresh 8 MiB ext3 scratch image with 1 KiB blocks
@@ -127,11 +127,14 @@ fn indirect_block_on_disk(dev: &str, ino: u64, size: u64) -> Result<u32, String>
     Ok(le32_at(inode, 40 + 12 * 4))
 }
 
-/// An indirect block whose every pointer lies far outside any small file
-/// system (`0xFFFFFF00 + i`).
+/// An indirect block whose pointers lie in the file system's own metadata:
+/// the superblock (block 1 with 1 KiB blocks) and the group descriptor
+/// table (block 2). ext4_check_indirect_blockref() rejects them (system
+/// zone); a lookup that follows them unchecked reads the superblock as file
+/// data and writes file data over it.
 fn bad_pointers() -> Vec<u8> {
     (0..PTRS as u32)
-        .flat_map(|i| (0xFFFF_FF00u32 + i).to_le_bytes())
+        .flat_map(|i| (1 + i % 2).to_le_bytes())
         .collect()
 }
 
@@ -268,8 +271,9 @@ fn blocks_starting_with(dev: &str, size: u64, data: &[u8]) -> Result<Vec<u64>, S
 /// (the ext4 driver's allocator may put it elsewhere); either way verified
 /// on the raw device (O_DIRECT): its pointers are exactly the FIBMAP of
 /// logical blocks 12..19, the rest zero (SKIP otherwise).
-/// It is saved and overwritten with pointers outside the filesystem
-/// (0xFFFFFF00 + i); mount (errors=continue): the file's metadata is cold.
+/// It is saved and overwritten with pointers into the filesystem metadata
+/// (into the superblock and group descriptors); mount (errors=continue): the
+/// file's metadata is cold.
 /// A buffered AIO read of 4 KiB at logical block 14 and a buffered AIO
 /// write of 1 KiB at block 15 must both fail with -EUCLEAN (EFSCORRUPTED)
 /// or -EIO; pread() of the read's range must fail too (the synchronous
@@ -418,9 +422,7 @@ pub fn corrupt_indirect(ctx: &Ctx) -> TestResult {
         let mut b = vec![0u8; READ_LEN];
         let pr = f.read_at(&mut b, READ_BLK * BS);
         println!(
-            "indirect block {ind} overwritten with pointers {:#x}..{:#x}; aio read of {READ_LEN} at block {READ_BLK}: {} (buffer {}); aio write of {BS} at block {WRITE_BLK}: {}; pread: {}",
-            0xFFFF_FF00u32,
-            0xFFFF_FF00u32 + (PTRS as u32 - 1),
+            "indirect block {ind} overwritten with pointers to blocks 1 and 2 (superblock, group descriptors); aio read of {READ_LEN} at block {READ_BLK}: {} (buffer {}); aio write of {BS} at block {WRITE_BLK}: {}; pread: {}",
             describe_res(rres),
             if untouched { "untouched" } else { "written" },
             describe_res(wres),
@@ -492,8 +494,9 @@ mod tests {
         assert!(scratch_label("ext3").len() <= 16);
         let b = bad_pointers();
         assert_eq!(b.len(), BS as usize);
-        assert_eq!(le32(&b, 0), 0xFFFF_FF00);
-        assert_eq!(le32(&b, PTRS - 1), 0xFFFF_FFFF);
+        assert_eq!(le32(&b, 0), 1);
+        assert_eq!(le32(&b, 1), 2);
+        assert_eq!(le32(&b, PTRS - 1), 2);
         assert!(is_corruption_error(-117) && is_corruption_error(-5));
         assert!(!is_corruption_error(-22) && !is_corruption_error(0));
     }
