@@ -378,6 +378,42 @@ fn scratch_fs(ctx: &Ctx) -> Result<(Scratch, String), Stop> {
     ))
 }
 
+/// Writes a synced file of `blocks` blocks of pattern `seed` on the scratch
+/// filesystem `label` and returns it with the FIBMAP of every block. SKIPs
+/// unless the filesystem has 1 KiB blocks (`why` says what the test needs
+/// them for); fails if a block is unmapped.
+fn mapped_file(
+    path: &Path,
+    seed: u64,
+    blocks: u64,
+    label: &str,
+    why: &str,
+) -> Result<(File, Vec<u32>), Stop> {
+    let f = create_pattern_file(path, seed, blocks * BS)?;
+    f.sync_all().map_err(|e| format!("fsync: {e}"))?;
+    let bs = sys::figetbsz(&f).map_err(|e| format!("FIGETBSZ: {e}"))? as u64;
+    if bs != BS {
+        return Err(Stop::Skip(format!(
+            "{label} has {bs}-byte blocks; the test needs {BS} (mke2fs -b 1024) {why}"
+        )));
+    }
+    let map: Vec<u32> = (0..blocks as u32)
+        .map(|b| sys::fibmap(&f, b).map_err(|e| format!("FIBMAP {b}: {e}")))
+        .collect::<Result<_, _>>()?;
+    let holes: Vec<usize> = map
+        .iter()
+        .enumerate()
+        .filter(|(_, &p)| p == 0)
+        .map(|(i, _)| i)
+        .collect();
+    if !holes.is_empty() {
+        return Err(Stop::Fail(format!(
+            "FIBMAP: the file has unmapped blocks: {holes:?}"
+        )));
+    }
+    Ok((f, map))
+}
+
 /// ext3 only (its scratch image is ext3; the test corrupts an ext3 file's
 /// indirect block, which the ext4 driver's indirect mapping reads). A 20
 /// KiB file on the scratch filesystem (1 KiB blocks: 12 direct, 8 through
@@ -411,21 +447,13 @@ pub fn corrupt_indirect(ctx: &Ctx) -> TestResult {
     let path = mnt.join("corrupt-data");
 
     ctx.step("write the file and map its blocks");
-    let f = create_pattern_file(&path, SEED, BLOCKS * BS)?;
-    f.sync_all().map_err(|e| format!("fsync: {e}"))?;
-    let bs = sys::figetbsz(&f).map_err(|e| format!("FIGETBSZ: {e}"))? as u64;
-    if bs != BS {
-        return Err(Stop::Skip(format!(
-            "{label} has {bs}-byte blocks; the test needs {BS} (mke2fs -b 1024) so that a 20 KiB file uses an indirect block"
-        )));
-    }
-    let map: Vec<u32> = (0..BLOCKS as u32)
-        .map(|b| sys::fibmap(&f, b).map_err(|e| format!("FIBMAP {b}: {e}")))
-        .collect::<Result<_, _>>()?;
-    ensure!(
-        map.iter().all(|&p| p != 0),
-        "FIBMAP: the file has unmapped blocks: {map:?}"
-    );
+    let (f, map) = mapped_file(
+        &path,
+        SEED,
+        BLOCKS,
+        &label,
+        "so that a 20 KiB file uses an indirect block",
+    )?;
     let ino = {
         use std::os::unix::fs::MetadataExt;
         f.metadata().map_err(|e| format!("fstat: {e}"))?.ino()
@@ -637,26 +665,15 @@ pub fn corrupt_double_indirect(ctx: &Ctx) -> TestResult {
     let path = mnt.join("corrupt-double");
 
     ctx.step("write the file and map its blocks");
-    let f = create_pattern_file(&path, SEED, BLOCKS * BS)?;
-    f.sync_all().map_err(|e| format!("fsync: {e}"))?;
-    let bs = sys::figetbsz(&f).map_err(|e| format!("FIGETBSZ: {e}"))? as u64;
-    if bs != BS {
-        return Err(Stop::Skip(format!(
-            "{label} has {bs}-byte blocks; the test needs {BS} (mke2fs -b 1024) so that block 1 is the superblock and a {BLOCKS} KiB file uses the double-indirect block"
-        )));
-    }
-    let map: Vec<u32> = (0..BLOCKS as u32)
-        .map(|b| sys::fibmap(&f, b).map_err(|e| format!("FIBMAP {b}: {e}")))
-        .collect::<Result<_, _>>()?;
-    ensure!(
-        map.iter().all(|&p| p != 0),
-        "FIBMAP: the file has unmapped blocks: {:?}",
-        map.iter()
-            .enumerate()
-            .filter(|(_, &p)| p == 0)
-            .map(|(i, _)| i)
-            .collect::<Vec<_>>()
-    );
+    let (f, map) = mapped_file(
+        &path,
+        SEED,
+        BLOCKS,
+        &label,
+        &format!(
+            "so that block 1 is the superblock and a {BLOCKS} KiB file uses the double-indirect block"
+        ),
+    )?;
     let ino = {
         use std::os::unix::fs::MetadataExt;
         f.metadata().map_err(|e| format!("fstat: {e}"))?.ino()
