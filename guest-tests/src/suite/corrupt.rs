@@ -378,6 +378,32 @@ fn scratch_fs(ctx: &Ctx) -> Result<(Scratch, String), Stop> {
     ))
 }
 
+/// The second half of both corruption probes: a buffered AIO write of one
+/// block of pattern `seed` at `write_blk` (its result), then the ring is
+/// finished and a pread of `read_len` at `read_blk` (its result).
+#[allow(clippy::too_many_arguments)]
+fn write_then_pread(
+    ctx: &Ctx,
+    mut ring: Ring,
+    f: &File,
+    seed: u64,
+    write_blk: u64,
+    read_blk: u64,
+    read_len: usize,
+    step: &str,
+) -> Result<(i64, std::io::Result<usize>), String> {
+    ctx.step(step);
+    let c = submit_one(
+        &mut ring,
+        pwrite_pattern(f.as_raw_fd(), seed, write_blk * BS, BS as usize),
+    )?;
+    let wres = c.event.res;
+    ring.finish(REAP_TIMEOUT)?;
+    ctx.step("pread");
+    let mut b = vec![0u8; read_len];
+    Ok((wres, f.read_at(&mut b, read_blk * BS)))
+}
+
 /// Writes a synced file of `blocks` blocks of pattern `seed` on the scratch
 /// filesystem `label` and returns it with the FIBMAP of every block. SKIPs
 /// unless the filesystem has 1 KiB blocks (`why` says what the test needs
@@ -534,16 +560,16 @@ pub fn corrupt_indirect(ctx: &Ctx) -> TestResult {
         let c = submit_one(&mut ring, Op::pread(fd, READ_BLK * BS, READ_LEN))?;
         let rres = c.event.res;
         let untouched = c.op()?.buf().iter().all(|&b| b == READ_POISON);
-        ctx.step("aio write through the corrupted indirect block");
-        let c = submit_one(
-            &mut ring,
-            pwrite_pattern(fd, NEW, WRITE_BLK * BS, BS as usize),
+        let (wres, pr) = write_then_pread(
+            ctx,
+            ring,
+            &f,
+            NEW,
+            WRITE_BLK,
+            READ_BLK,
+            READ_LEN,
+            "aio write through the corrupted indirect block",
         )?;
-        let wres = c.event.res;
-        ring.finish(REAP_TIMEOUT)?;
-        ctx.step("pread");
-        let mut b = vec![0u8; READ_LEN];
-        let pr = f.read_at(&mut b, READ_BLK * BS);
         println!(
             "indirect block {ind} overwritten with pointers to blocks 1 and 2 (superblock, group descriptors); aio read of {READ_LEN} at block {READ_BLK}: {} (buffer {}); aio write of {BS} at block {WRITE_BLK}: {}; pread: {}",
             describe_res(rres),
@@ -779,16 +805,16 @@ pub fn corrupt_double_indirect(ctx: &Ctx) -> TestResult {
             .min(buf.len())
             .min(BS as usize);
         let is_target = buf[..n] == target_data[..n];
-        ctx.step("aio write through the corrupted double-indirect block");
-        let c = submit_one(
-            &mut ring,
-            pwrite_pattern(fd, NEW, FIRST_DIND * BS, BS as usize),
+        let (wres, pr) = write_then_pread(
+            ctx,
+            ring,
+            &f,
+            NEW,
+            FIRST_DIND,
+            FIRST_DIND,
+            READ_LEN,
+            "aio write through the corrupted double-indirect block",
         )?;
-        let wres = c.event.res;
-        ring.finish(REAP_TIMEOUT)?;
-        ctx.step("pread");
-        let mut b = vec![0u8; READ_LEN];
-        let pr = f.read_at(&mut b, FIRST_DIND * BS);
         println!(
             "double-indirect block {dind}: first pointer {p} replaced by {SUPERBLOCK} (the superblock); aio read of {READ_LEN} at block {FIRST_DIND}: {} (buffer {}); aio write of {BS} at block {FIRST_DIND}: {}; pread: {}",
             describe_res(rres),
