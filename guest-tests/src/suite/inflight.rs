@@ -151,9 +151,133 @@ pub(super) fn cold_files(
     Ok(files)
 }
 
+/// What repeated single-request probes saw: per probe, one io_submit timed
+/// and bracketed by the thread's context-switch counters, then a
+/// zero-timeout io_getevents.
+///
+/// The verdict is what the kernel did, not how long it took: a submit that
+/// waits for the device sleeps (a voluntary context switch of the submitting
+/// thread: the unpatched kernel sleeps in every probe, on the folio lock or
+/// the buffer read), and a request that needed the device cannot be complete
+/// less than L after it was submitted. Times are reported, never judged:
+/// on a loaded TCG host or a debug kernel io_submit's own CPU time can
+/// exceed L, so a correctly queued request may legitimately be complete
+/// when it returns; such probes are not counted as early.
+pub(super) struct Probes<'a> {
+    dev: &'a super::BlockDev,
+    pub(super) submit: Vec<Duration>,
+    /// Complete at the zero-timeout probe, however long the probe took.
+    done_at_once: usize,
+    /// Complete at the zero-timeout probe although the whole probe (submit
+    /// and io_getevents) took less than the device latency L.
+    done_within_l: usize,
+    slept: usize,
+    preempted: usize,
+    /// Device sectors whose reads completed while io_submit ran.
+    read_in_submit: u64,
+}
+
+impl<'a> Probes<'a> {
+    pub(super) fn new(dev: &'a super::BlockDev) -> Probes<'a> {
+        Probes {
+            dev,
+            submit: Vec::new(),
+            done_at_once: 0,
+            done_within_l: 0,
+            slept: 0,
+            preempted: 0,
+            read_in_submit: 0,
+        }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.submit.len()
+    }
+
+    /// One io_submit of `op`, probed at once (zero-timeout io_getevents);
+    /// reaps and returns the completion.
+    pub(super) fn run(&mut self, ring: &mut Ring, op: Op) -> Result<Completion, String> {
+        let r0 = self.dev.sectors_read()?;
+        let t0 = Instant::now();
+        let (v0, i0) = sys::thread_ctx_switches().map_err(|e| format!("getrusage: {e}"))?;
+        ring.submit_all(vec![op])?;
+        let (v1, i1) = sys::thread_ctx_switches().map_err(|e| format!("getrusage: {e}"))?;
+        self.submit.push(ring.last_submit);
+        let mut cs = ring
+            .getevents(0, 1, Some(Duration::ZERO))
+            .map_err(|e| format!("io_getevents(timeout 0): {e}"))?;
+        let probe = t0.elapsed();
+        self.read_in_submit += self.dev.sectors_read()?.saturating_sub(r0);
+        if v1 > v0 {
+            self.slept += 1;
+        }
+        if i1 > i0 {
+            self.preempted += 1;
+        }
+        if cs.is_empty() {
+            cs = ring.reap(1, REAP_TIMEOUT)?;
+        } else {
+            self.done_at_once += 1;
+            if probe < SLOW_L {
+                self.done_within_l += 1;
+            }
+        }
+        cs.pop()
+            .ok_or_else(|| "io_getevents returned no completion".to_string())
+    }
+
+    pub(super) fn report(&self, what: &str) -> String {
+        let n = self.len();
+        format!(
+            "{what}: io_submit {}; complete when io_submit returned: {}/{n} ({} of them within L of the submit); io_submit slept in {}/{n}, was preempted in {}/{n}; device sectors read by the time of the probe: {}; clocksource {}",
+            stats(&self.submit),
+            self.done_at_once,
+            self.done_within_l,
+            self.slept,
+            self.preempted,
+            self.read_in_submit,
+            clocksource()
+        )
+    }
+
+    /// io_submit did not wait for the device: it slept in at most a third
+    /// of the probes, and at most a third of the requests were complete
+    /// sooner than the device can answer (a request complete within L did
+    /// not need the device: the probe was not cold).
+    pub(super) fn assert_async(&self, what: &str) -> TestResult {
+        let n = self.len();
+        ensure!(
+            self.slept <= max_noisy(n),
+            "NOT ASYNC: {what}: io_submit slept (voluntary context switch) in {} of {n} probes (allowed {}): it waited for the device",
+            self.slept,
+            max_noisy(n)
+        );
+        ensure!(
+            self.done_within_l <= max_noisy(n),
+            "{what}: {} of {n} requests were complete within L = {} of their submit, faster than the device answers: they did not need the device (not cold)",
+            self.done_within_l,
+            us(SLOW_L)
+        );
+        Ok(())
+    }
+
+    /// For requests that may legitimately complete inside io_submit
+    /// (cached, or handed to a worker): io_submit slept in at most a third
+    /// of the probes.
+    pub(super) fn assert_no_wait(&self, what: &str) -> TestResult {
+        let n = self.len();
+        ensure!(
+            self.slept <= max_noisy(n),
+            "{what}: io_submit slept (voluntary context switch) in {} of {n} probes (allowed {}): it waited",
+            self.slept,
+            max_noisy(n)
+        );
+        Ok(())
+    }
+}
+
 /// One cold read per file, each in its own io_submit, each probed with a
-/// zero-timeout io_getevents right after. Asserts the median submit time is
-/// below L/2 and at most a third of the probes found the read already complete.
+/// zero-timeout io_getevents right after; judged by [`Probes::assert_async`].
 /// What [`submit_probe`] reads from each file.
 struct Probe<'a> {
     off: u64,
@@ -176,10 +300,7 @@ fn submit_probe(ctx: &Ctx, files: &[File], seed: u64, p: Probe) -> TestResult {
     let dev = require_slow(ctx)?;
     let mut ring = Ring::new(8)?;
     let before = dev.sectors_read()?;
-    let mut times = Vec::new();
-    let mut totals = Vec::new();
-    let mut done_at_once = 0;
-    let mut slept = 0;
+    let mut probes = Probes::new(&dev);
     for (i, f) in files.iter().enumerate() {
         // Cold again for every probe: earlier probes may have cached shared
         // metadata (an inode-table or indirect block).
@@ -189,38 +310,14 @@ fn submit_probe(ctx: &Ctx, files: &[File], seed: u64, p: Probe) -> TestResult {
         } else {
             Op::pread(f.as_raw_fd(), off, len)
         };
-        let t0 = Instant::now();
-        let (v0, _) = sys::thread_ctx_switches().map_err(|e| format!("getrusage: {e}"))?;
-        ring.submit_all(vec![op.with_data(i as u64)])?;
-        let (v1, _) = sys::thread_ctx_switches().map_err(|e| format!("getrusage: {e}"))?;
-        if v1 > v0 {
-            slept += 1;
-        }
-        let t = ring.last_submit;
-        let early = ring
-            .getevents(0, 1, Some(Duration::ZERO))
-            .map_err(|e| format!("io_getevents(timeout 0): {e}"))?;
-        times.push(t);
-        if !early.is_empty() {
-            done_at_once += 1;
-        }
-        let mut cs = early;
-        if cs.is_empty() {
-            cs = ring.reap(1, REAP_TIMEOUT)?;
-        }
-        totals.push(t0.elapsed());
-        let c = &cs[0];
-        check_full(c, seed + i as u64)?;
+        let c = probes.run(&mut ring, op.with_data(i as u64))?;
+        check_full(&c, seed + i as u64)?;
     }
     let after = dev.sectors_read()?;
     println!(
-        "{what}: io_submit of a cold {len}-byte read at {off}: {}; completion reaped after {} (median); complete when io_submit returned: {done_at_once}/{}; io_submit slept (voluntary context switch) in {slept}/{}; device read {} sectors; clocksource {}",
-        stats(&times),
-        us(median(&totals)),
-        files.len(),
-        files.len(),
+        "{}; device read {} sectors in all",
+        probes.report(&format!("{what}: cold {len}-byte read at {off}")),
         after - before,
-        clocksource()
     );
     ring.finish(REAP_TIMEOUT)?;
     let want = files.len() * (len / 512 + extra_sectors);
@@ -229,21 +326,7 @@ fn submit_probe(ctx: &Ctx, files: &[File], seed: u64, p: Probe) -> TestResult {
         "the reads were not cold: the device read {} sectors, expected >= {want}",
         after - before
     );
-    let limit = SLOW_L / 2 * cpu_factor();
-    ensure!(
-        median(&times) < limit,
-        "io_submit of a cold read took {} (median) — not < {} (L/2 = {} x CPU factor {}): it waited for the device",
-        us(median(&times)),
-        us(limit),
-        us(SLOW_L / 2),
-        cpu_factor()
-    );
-    ensure!(
-        done_at_once <= max_noisy(files.len()),
-        "{done_at_once} of {} cold reads were already complete when io_submit returned (zero-timeout io_getevents found them)",
-        files.len()
-    );
-    Ok(())
+    probes.assert_async(what)
 }
 
 /// New behaviour: io_submit of a cold read (data cold, mapping in direct
@@ -344,8 +427,7 @@ pub fn probe_calibration_odirect(ctx: &Ctx) -> TestResult {
 
 /// New behaviour: 64 cold reads (spread over 4 MiB, separate IOs) in one
 /// io_submit: it sleeps at most 8 times (the unpatched kernel sleeps once
-/// per read), returns in < 16 L (not checked on debug kernels), and not all
-/// 64 are complete when it returns. The unpatched kernel waits ~L for each.
+/// per read, waiting ~L for each); its time is reported.
 pub fn batch_nonblocking(ctx: &Ctx) -> TestResult {
     const SEED: u64 = 0xBA70;
     const N: usize = 64;
@@ -397,16 +479,9 @@ pub fn batch_nonblocking(ctx: &Ctx) -> TestResult {
         "io_submit of {N} cold reads slept {slept} times (voluntary context switches; allowed {}): it waited for the device",
         N / 8
     );
-    // The submit time is CPU-bound once nothing waits: on a debug kernel
-    // (KASAN + lockdep under TCG) it is only reported; the sleep count above
-    // is the clock- and CPU-independent criterion.
-    let limit = SLOW_L * 16;
-    ensure!(
-        cpu_factor() > 1 || t < limit,
-        "io_submit of {N} cold reads took {} (>= 16 L = {}): it waited for the device",
-        us(t),
-        us(limit)
-    );
+    // The submit time is reported, not judged: it is CPU-bound once nothing
+    // waits (and several times longer on a debug kernel or a loaded host);
+    // the sleep count above is the clock- and CPU-independent criterion.
     // Not asserted: "complete right after io_submit" is probed with
     // io_getevents(timeout 0), which itself runs the submitter's pending
     // retries (task_work) — with 64 reads submitted over ~1 ms of TCG time the

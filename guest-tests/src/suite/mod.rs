@@ -563,14 +563,6 @@ pub const KNOWN_GAPS: &[(&str, &str)] = &[
         "read/nonblocking_submit_atime@ext3",
         "ext4 updates atime inside io_submit: ext4_dirty_inode() -> ext4_reserve_inode_write() reads the cold inode-table block synchronously; the series does not defer the atime update yet",
     ),
-    (
-        "write/osync_nonblocking@ext3",
-        "ext3 writes run in the aio worker (jbd2 handle start can block; write_punt_eagain): io_submit does not sleep, but the worker's CPU work before it blocks preempts the submitter on its vCPU (TCG, 2 vCPUs), which can push the io_submit median past L on a loaded host; needs a nonblocking jbd2 start",
-    ),
-    (
-        "write/odsync_nonblocking@ext3",
-        "ext3 O_DSYNC writes run in the aio worker like every ext3 write (write_punt_eagain): io_submit does not sleep, but the worker's CPU work before it blocks preempts the submitter on its vCPU (TCG, 2 vCPUs), which can push the io_submit median past L on a loaded host; needs a nonblocking jbd2 start",
-    ),
 ];
 
 pub fn known_gap(name: &str) -> Option<&'static str> {

@@ -10,6 +10,7 @@ use super::{create_pattern_file, pread_full, Ctx, Stop, TestResult, REAP_TIMEOUT
 use crate::aio::{Op, Ring, READ_POISON};
 use crate::ensure;
 use crate::pattern;
+use crate::sys;
 
 const KIB: usize = 1024;
 const MIB: usize = 1024 * 1024;
@@ -410,8 +411,16 @@ pub fn iocb_overwrite(ctx: &Ctx) -> TestResult {
 
 const RWF_NOWAIT: i32 = 0x8;
 
-/// RWF_NOWAIT: uncached → -EAGAIN (up to 3 attempts on fresh regions);
-/// cached → full; half-cached → exactly the cached prefix. Skips where the filesystem refuses RWF_NOWAIT.
+/// RWF_NOWAIT never waits for the data: uncached → -EAGAIN (up to 3
+/// attempts on fresh regions); cached → full; half-cached → the cached
+/// prefix. Skips where the filesystem refuses RWF_NOWAIT.
+///
+/// The readahead a NOWAIT read starts before it returns -EAGAIN may finish
+/// before the read looks at its folios again (a debug kernel or a loaded
+/// TCG host spends longer than the device's L there): then the kernel
+/// legitimately returns the data. So a result past the cached part is
+/// accepted when io_submit did not sleep (it did not wait for that data:
+/// the device had answered); with a sleep it is the defect this test is for.
 pub fn nowait(ctx: &Ctx) -> TestResult {
     const SEED: u64 = 0x0A17;
     const R: usize = 64 * KIB;
@@ -433,10 +442,14 @@ pub fn nowait(ctx: &Ctx) -> TestResult {
     let fd = f.as_raw_fd();
     let mut ring = Ring::new(8)?;
 
-    let mut nowait_read = |off: u64| -> Result<i64, Stop> {
+    // (res, whether io_submit slept)
+    let mut nowait_read = |off: u64| -> Result<(i64, bool), Stop> {
+        let (v0, _) = sys::thread_ctx_switches().map_err(|e| format!("getrusage: {e}"))?;
         let s = ring.submit(vec![Op::pread(fd, off, R)
             .with_data(off)
             .with_rw_flags(RWF_NOWAIT)]);
+        let (v1, _) = sys::thread_ctx_switches().map_err(|e| format!("getrusage: {e}"))?;
+        let slept = v1 > v0;
         if let Some(e) = s.error {
             if e.raw_os_error() == Some(libc::EOPNOTSUPP) {
                 return Err(Stop::Skip(format!(
@@ -445,7 +458,7 @@ pub fn nowait(ctx: &Ctx) -> TestResult {
                 )));
             }
             if e.raw_os_error() == Some(libc::EAGAIN) {
-                return Ok(-(libc::EAGAIN as i64));
+                return Ok((-(libc::EAGAIN as i64), slept));
             }
             return Err(format!("io_submit RWF_NOWAIT at {off}: {e}").into());
         }
@@ -454,45 +467,49 @@ pub fn nowait(ctx: &Ctx) -> TestResult {
         if res > 0 {
             check_read(&c[0], SEED, res as usize)?;
         }
-        Ok(res)
+        Ok((res, slept))
     };
 
     ctx.step("uncached");
-    // Up to 3 attempts, each on a freshly evicted region: under TCG a cold
-    // region very rarely reads back in full (seen once in ~10 runs on the
-    // unpatched kernel); the device counter tells whether that read waited
-    // for the device or found the data cached.
+    // Up to 3 attempts, each on a freshly evicted region, until one returns
+    // -EAGAIN or returns the data without having slept.
     let dev = ctx.block_dev().ok();
     let mut tries = Vec::new();
+    let mut settled = false;
     for off in [0u64, 12 * R as u64, 14 * R as u64] {
         ctx.make_cold(&f)?;
         let before = dev.as_ref().map(|d| d.sectors_read()).transpose()?;
-        let res = nowait_read(off)?;
+        let (res, slept) = nowait_read(off)?;
         let after = dev.as_ref().map(|d| d.sectors_read()).transpose()?;
         let sectors = match (before, after) {
             (Some(b), Some(a)) => format!("{} sectors read meanwhile", a - b),
             _ => "device counter unavailable".into(),
         };
         tries.push(format!(
-            "at {off}: res {res} ({}), {sectors}",
-            crate::aio::describe_res(res)
+            "at {off}: res {res} ({}), io_submit {}, {sectors}",
+            crate::aio::describe_res(res),
+            if slept { "slept" } else { "did not sleep" }
         ));
-        if res == -(libc::EAGAIN as i64) {
+        ensure!(
+            res == -(libc::EAGAIN as i64) || res > 0,
+            "RWF_NOWAIT read of an uncached range: {}",
+            tries.join("; ")
+        );
+        if res == -(libc::EAGAIN as i64) || !slept {
+            settled = true;
             break;
         }
     }
-    if tries.len() > 1 {
-        println!("uncached RWF_NOWAIT attempts: {}", tries.join("; "));
-    }
+    println!("uncached RWF_NOWAIT attempts: {}", tries.join("; "));
     ensure!(
-        tries.last().is_some_and(|t| t.contains("-EAGAIN")),
-        "RWF_NOWAIT read of an uncached range never returned -EAGAIN: {}",
+        settled,
+        "RWF_NOWAIT read of an uncached range returned data after sleeping in io_submit in every attempt (it waited for the device): {}",
         tries.join("; ")
     );
     ctx.step("cached");
     let off = 4 * R as u64;
     pread_full(&warm, off, R)?;
-    let res = nowait_read(off)?;
+    let (res, _) = nowait_read(off)?;
     ensure!(
         res == R as i64,
         "RWF_NOWAIT read of a cached range: res {} ({}), expected {R}",
@@ -502,13 +519,22 @@ pub fn nowait(ctx: &Ctx) -> TestResult {
     ctx.step("half cached");
     let off = 8 * R as u64;
     pread_full(&warm, off, R / 2)?;
-    let res = nowait_read(off)?;
+    let (res, slept) = nowait_read(off)?;
+    println!(
+        "half-cached RWF_NOWAIT read: res {res} ({}), io_submit {}",
+        crate::aio::describe_res(res),
+        if slept { "slept" } else { "did not sleep" }
+    );
     ensure!(
-        res == (R / 2) as i64,
-        "RWF_NOWAIT read with the first half cached: res {} ({}), expected the cached prefix {}",
+        res >= (R / 2) as i64 && res <= R as i64,
+        "RWF_NOWAIT read with the first half cached: res {} ({}), expected at least the cached prefix {}",
         res,
         crate::aio::describe_res(res),
         R / 2
+    );
+    ensure!(
+        res == (R / 2) as i64 || !slept,
+        "RWF_NOWAIT read with the first half cached returned {res} bytes after sleeping in io_submit: it waited for the uncached half"
     );
     ring.finish(REAP_TIMEOUT)?;
     Ok(())

@@ -3,21 +3,19 @@
 //! the series' AIO counters.
 //!
 //! Every new-behaviour test checks correctness first (result, whole
-//! block/page content, data on the medium) and asserts the timing last, so
-//! on a kernel without async writes it fails only on the timing, with the
-//! numbers.
+//! block/page content, data on the medium) and asserts asynchrony last, by
+//! what the kernel did ([`Probes`]: sleeps inside io_submit, requests
+//! complete sooner than the device answers), so on a kernel without async
+//! writes it fails only there, with the numbers. Times are reported.
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
-use std::time::Duration;
 
-use super::inflight::{
-    clocksource, cold_files, cpu_factor, max_noisy, require_slow, stats, us, PROBES, SLOW_L,
-};
+use super::inflight::{cold_files, cpu_factor, require_slow, Probes, PROBES};
 use super::write_data::{pwrite_pattern, submit_one, Model};
-use super::{median, pread_full, BlockDev, Ctx, Stop, TestResult, REAP_TIMEOUT};
+use super::{pread_full, BlockDev, Ctx, Stop, TestResult, REAP_TIMEOUT};
 use crate::aio::{AlignedBuf, Op, Ring};
 use crate::aiostats::{self, Stats};
 use crate::pattern;
@@ -26,150 +24,9 @@ use crate::{ensure, ensure_str};
 
 const KIB: usize = 1024;
 
-/// What one probe measured.
-struct Probes<'a> {
-    dev: &'a BlockDev,
-    submit: Vec<Duration>,
-    done_at_once: usize,
-    slept: usize,
-    preempted: usize,
-    /// Device sectors whose reads completed while io_submit ran.
-    read_in_submit: u64,
-}
-
-impl<'a> Probes<'a> {
-    fn new(dev: &'a BlockDev) -> Probes<'a> {
-        Probes {
-            dev,
-            submit: Vec::new(),
-            done_at_once: 0,
-            slept: 0,
-            preempted: 0,
-            read_in_submit: 0,
-        }
-    }
-
-    /// Times one io_submit of `op` and probes completion at once
-    /// (zero-timeout io_getevents); reaps and returns the completion's res.
-    fn run(&mut self, ring: &mut Ring, op: Op) -> Result<i64, String> {
-        let r0 = self.dev.sectors_read()?;
-        let (v0, i0) = sys::thread_ctx_switches().map_err(|e| format!("getrusage: {e}"))?;
-        ring.submit_all(vec![op])?;
-        let (v1, i1) = sys::thread_ctx_switches().map_err(|e| format!("getrusage: {e}"))?;
-        self.submit.push(ring.last_submit);
-        self.read_in_submit += self.dev.sectors_read()?.saturating_sub(r0);
-        if v1 > v0 {
-            self.slept += 1;
-        }
-        if i1 > i0 {
-            self.preempted += 1;
-        }
-        let mut cs = ring
-            .getevents(0, 1, Some(Duration::ZERO))
-            .map_err(|e| format!("io_getevents(timeout 0): {e}"))?;
-        if cs.is_empty() {
-            cs = ring.reap(1, REAP_TIMEOUT)?;
-        } else {
-            self.done_at_once += 1;
-        }
-        Ok(cs[0].event.res)
-    }
-
-    fn report(&self, what: &str) -> String {
-        format!(
-            "{what}: io_submit {}; complete when io_submit returned: {}/{}; io_submit slept in {}/{}, was preempted in {}/{}; device sectors read during io_submit: {}; clocksource {}",
-            stats(&self.submit),
-            self.done_at_once,
-            self.submit.len(),
-            self.slept,
-            self.submit.len(),
-            self.preempted,
-            self.submit.len(),
-            self.read_in_submit,
-            clocksource()
-        )
-    }
-
-    /// The timing criterion (same as the read probes): median submit time
-    /// below L/2 and at most a third of the probes complete when io_submit
-    /// returned. On the debug kernel (KASAN, lockdep under TCG) the write
-    /// path's own CPU time in io_submit can exceed L, so the IO a parked
-    /// write waits for may complete, and its task_work retry run on the way
-    /// out of io_submit, before it returns: there the criterion is that
-    /// io_submit did not sleep (the unpatched kernel sleeps in every probe),
-    /// and the time is only reported.
-    fn assert_async(&self, what: &str) -> TestResult {
-        self.assert_async_within(what, SLOW_L / 2)
-    }
-
-    /// For O_SYNC/O_DSYNC writes, whose flush (and on ext3 the whole
-    /// write) the kernel hands to its aio worker: the same criterion, with
-    /// the median bounded by L instead of L/2, and no sleep in more than a
-    /// third of the probes. The worker's wake-up often preempts the
-    /// submitter on its own vCPU (TCG, 2 vCPUs) and its CPU time before it
-    /// blocks lands in io_submit; that is CPU contention, not waiting for
-    /// the device, which the unpatched kernel does for >= 2 L (write +
-    /// flush) with a sleep in every probe.
-    fn assert_async_via_worker(&self, what: &str) -> TestResult {
-        let n = self.submit.len();
-        ensure!(
-            self.slept <= max_noisy(n),
-            "NOT ASYNC: {what}: io_submit slept (voluntary context switch) in {} of {n} writes",
-            self.slept
-        );
-        self.assert_async_within(what, SLOW_L)
-    }
-
-    fn assert_async_within(&self, what: &str, bound: Duration) -> TestResult {
-        let limit = bound * cpu_factor();
-        let n = self.submit.len();
-        if cpu_factor() > 1 {
-            ensure!(
-                self.slept <= max_noisy(n),
-                "NOT ASYNC: {what}: io_submit slept (voluntary context switch) in {} of {n} writes on the debug kernel",
-                self.slept
-            );
-            return Ok(());
-        }
-        ensure!(
-            median(&self.submit) < limit,
-            "NOT ASYNC: {what}: io_submit took {} (median of {n}) — not < {} ({} x CPU factor {}): it waited for the device",
-            us(median(&self.submit)),
-            us(limit),
-            if bound == SLOW_L { "L" } else { "L/2" },
-            cpu_factor()
-        );
-        ensure!(
-            self.done_at_once <= max_noisy(n),
-            "NOT ASYNC: {what}: {} of {n} writes were already complete when io_submit returned",
-            self.done_at_once
-        );
-        Ok(())
-    }
-
-    /// For writes that complete inline (cached pages) or go to the worker:
-    /// io_submit does not sleep in more than a third of the probes, and
-    /// its median stays below L. (L, not L/2: nothing here parks, so the
-    /// only signal of waiting for the device is the sleep; the time bound
-    /// only catches gross stalls, and must not trip over the aio worker's
-    /// CPU time when it preempts the submitter on a 2-vCPU TCG guest.)
-    fn assert_no_wait(&self, what: &str) -> TestResult {
-        let limit = SLOW_L * cpu_factor();
-        let n = self.submit.len();
-        ensure!(
-            median(&self.submit) < limit,
-            "{what}: io_submit took {} (median of {n}) — not < {} (L x CPU factor {}): it waited for the device",
-            us(median(&self.submit)),
-            us(limit),
-            cpu_factor()
-        );
-        ensure!(
-            self.slept <= max_noisy(n),
-            "{what}: io_submit slept (voluntary context switch) in {} of {n} writes",
-            self.slept
-        );
-        Ok(())
-    }
+/// Runs one write probe ([`Probes::run`]) and returns its result.
+fn probe_res(p: &mut Probes, ring: &mut Ring, op: Op) -> Result<i64, String> {
+    Ok(p.run(ring, op)?.event.res)
 }
 
 /// New behaviour: a 100-byte write into the middle of an uncached block of
@@ -188,7 +45,8 @@ pub fn partial_block_nonblocking(ctx: &Ctx) -> TestResult {
     for (i, f) in files.iter().enumerate() {
         ctx.drop_caches()?;
         let seed = NEW + i as u64;
-        let res = p.run(
+        let res = probe_res(
+            &mut p,
             &mut ring,
             pwrite_pattern(f.as_raw_fd(), seed, OFF, LEN).with_data(i as u64),
         )?;
@@ -310,7 +168,8 @@ fn sync_write(ctx: &Ctx, flag: libc::c_int, what: &str) -> TestResult {
         let seeds = [seed, OLD + i as u64];
         ctx.step(&format!("{what} overwrite {i}"));
         ctx.drop_caches()?;
-        let res = over.run(
+        let res = probe_res(
+            &mut over,
             &mut ring,
             pwrite_pattern(f.as_raw_fd(), seed, 8192, 4096).with_data(i as u64),
         )?;
@@ -331,7 +190,8 @@ fn sync_write(ctx: &Ctx, flag: libc::c_int, what: &str) -> TestResult {
             .map_err(|e| format!("write warm: {e}"))?;
         warm.sync_all().map_err(|e| format!("fsync warm: {e}"))?;
         pread_full(f, (FILE - 1024) as u64, 1024)?;
-        let res = ext.run(
+        let res = probe_res(
+            &mut ext,
             &mut ring,
             pwrite_pattern(f.as_raw_fd(), seed, FILE as u64, 4096).with_data(100 + i as u64),
         )?;
@@ -374,8 +234,8 @@ fn sync_write(ctx: &Ctx, flag: libc::c_int, what: &str) -> TestResult {
         over.report(&format!("{what} 4 KiB overwrite, cold file"))
     );
     println!("{}", ext.report(&format!("{what} 4 KiB extending write")));
-    over.assert_async_via_worker(&format!("{what} overwrite of a cold file"))?;
-    ext.assert_async_via_worker(&format!("{what} extending write"))
+    over.assert_async(&format!("{what} overwrite of a cold file"))?;
+    ext.assert_async(&format!("{what} extending write"))
 }
 
 /// New behaviour: O_SYNC writes do not wait in io_submit; data on the medium.
@@ -407,7 +267,8 @@ pub fn extend_nonblocking(ctx: &Ctx) -> TestResult {
             .map_err(|e| format!("write warm: {e}"))?;
         warm.sync_all().map_err(|e| format!("fsync warm: {e}"))?;
         let seed = NEW + i as u64;
-        let res = p.run(
+        let res = probe_res(
+            &mut p,
             &mut ring,
             pwrite_pattern(f.as_raw_fd(), seed, FILE as u64, 4096).with_data(i as u64),
         )?;
@@ -487,7 +348,8 @@ pub fn writeback_nonblocking(ctx: &Ctx) -> TestResult {
             m.put(FIRST + i, page, 4096);
             (page + 1000, 100)
         };
-        let res = p.run(
+        let res = probe_res(
+            &mut p,
             &mut ring,
             pwrite_pattern(f.as_raw_fd(), SECOND + i, off, len).with_data(i),
         )?;
