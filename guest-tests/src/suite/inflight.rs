@@ -245,13 +245,8 @@ impl<'a> Probes<'a> {
     /// sooner than the device can answer (a request complete within L did
     /// not need the device: the probe was not cold).
     pub(super) fn assert_async(&self, what: &str) -> TestResult {
+        self.assert_slept_at_most_a_third(&format!("NOT ASYNC: {what}"))?;
         let n = self.len();
-        ensure!(
-            self.slept <= max_noisy(n),
-            "NOT ASYNC: {what}: io_submit slept (voluntary context switch) in {} of {n} probes (allowed {}): it waited for the device",
-            self.slept,
-            max_noisy(n)
-        );
         ensure!(
             self.done_within_l <= max_noisy(n),
             "{what}: {} of {n} requests were complete within L = {} of their submit, faster than the device answers: they did not need the device (not cold)",
@@ -265,6 +260,10 @@ impl<'a> Probes<'a> {
     /// (cached, or handed to a worker): io_submit slept in at most a third
     /// of the probes.
     pub(super) fn assert_no_wait(&self, what: &str) -> TestResult {
+        self.assert_slept_at_most_a_third(what)
+    }
+
+    fn assert_slept_at_most_a_third(&self, what: &str) -> TestResult {
         let n = self.len();
         ensure!(
             self.slept <= max_noisy(n),
