@@ -217,6 +217,9 @@ pub const TESTS: &[TestDef] = &[
     fs_test("write/counters", write_async::counters)
         .on(Device::Slow)
         .new_behaviour(),
+    fs_test("write/deep_queue_async", write_async::deep_queue_async)
+        .on(Device::Slow)
+        .new_behaviour(),
     fs_test("write/eio", write_eio::eio).on(Device::Slow),
     fs_test("write/exit_inflight", write_teardown::exit_inflight).on(Device::PreferSlow),
     fs_test("write/destroy_inflight", write_teardown::destroy_inflight).on(Device::PreferSlow),

@@ -523,3 +523,95 @@ pub fn counters(ctx: &Ctx) -> TestResult {
     }
     Ok(())
 }
+
+/// New behaviour, ext2: a deep queue of partial-block writes keeps taking
+/// the asynchronous path. 256 writes of 512 B, each into the middle of a
+/// different cold block of one file, kept 32 in flight (refilled as they
+/// complete, like fio or a database): almost none may be handed to a worker
+/// to be written blocking (`write_punt_eagain` + `write_punt_stall` at most
+/// 1 in 8). v2 as first committed sent every one of them that way at this
+/// depth (1.00 per write): workers retrying parked writes in parallel with
+/// io_submit() met each other on the inode lock, and a write made blocking
+/// for that held the lock across its own device read, so every write behind
+/// it met the lock too. Then the file must hold exactly the writes. SKIP on
+/// ext3, whose writes are all worker writes by design (no nonblocking jbd2
+/// handle start).
+pub fn deep_queue_async(ctx: &Ctx) -> TestResult {
+    const OLD: u64 = 0xD900;
+    const NEW: u64 = 0xD980;
+    const N: u64 = 256;
+    const QD: usize = 32;
+    const BLOCKS: u64 = 512;
+    const LEN: usize = 512;
+    require_slow(ctx)?;
+    if ctx.fs.as_deref() == Some("ext3") {
+        return Err(Stop::Skip(
+            "ext3 writes are all worker writes by design (write_punt_eagain 1.00): no nonblocking jbd2 handle start".into(),
+        ));
+    }
+    let size = (BLOCKS * 4096) as usize;
+    let files = cold_files(ctx, 1, OLD, (0, size), true, true)?;
+    let f = &files[0];
+    let fd = f.as_raw_fd();
+    let mut ring = Ring::new(QD as u32)?;
+    let mut m = Model::pattern(OLD, size);
+    // distinct blocks in a scattered order (37 is coprime with 512)
+    let off = |i: u64| (i * 37 % BLOCKS) * 4096 + 1000;
+    let ((), delta) = with_stats(|| {
+        let mut next = 0u64;
+        let mut done = 0u64;
+        while done < N {
+            let mut ops = Vec::new();
+            while next < N && ring.in_flight() + ops.len() < QD {
+                ops.push(pwrite_pattern(fd, NEW + next, off(next), LEN).with_data(next));
+                next += 1;
+            }
+            if !ops.is_empty() {
+                ring.submit_all(ops)?;
+            }
+            for c in ring.reap(1, REAP_TIMEOUT)? {
+                let i = c.event.data;
+                ensure!(
+                    c.event.res == LEN as i64,
+                    "write {i} at {}: res {} ({}), expected {LEN}",
+                    off(i),
+                    c.event.res,
+                    crate::aio::describe_res(c.event.res)
+                );
+                done += 1;
+            }
+        }
+        Ok(())
+    })?;
+    for i in 0..N {
+        m.put(NEW + i, off(i), LEN);
+    }
+    let seeds: Vec<u64> = (0..N).map(|i| NEW + i).chain([OLD]).collect();
+    f.sync_all().map_err(|e| format!("fsync: {e}"))?;
+    ctx.drop_caches()?;
+    m.check(f, &seeds, "after fsync and drop_caches")?;
+    ring.finish(REAP_TIMEOUT)?;
+    let Some(d) = delta else {
+        return Err(format!(
+            "NOT ASYNC: {}/{} does not exist: this kernel has no AIO counters (no async buffered writes)",
+            aiostats::DEBUGFS,
+            aiostats::STATS_REL
+        )
+        .into());
+    };
+    let g = |n: &str| d.get(n).unwrap_or(0);
+    let blocking = g("write_punt_eagain") + g("write_punt_stall");
+    println!(
+        "{N} partial-block writes at QD {QD}: counters {}; written blocking by a worker: {blocking}",
+        d.nonzero()
+    );
+    ensure!(
+        blocking <= N / 8,
+        "NOT ASYNC: {blocking} of {N} writes at QD {QD} were written blocking by a worker (write_punt_eagain {} + write_punt_stall {}; allowed {}): {}",
+        g("write_punt_eagain"),
+        g("write_punt_stall"),
+        N / 8,
+        d.nonzero()
+    );
+    Ok(())
+}
