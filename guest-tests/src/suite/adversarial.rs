@@ -1565,8 +1565,9 @@ struct CancelTally {
 /// if io_cancel said it cancelled, and the buffer holds a correct prefix
 /// and untouched poison), or, also only if io_cancel said it cancelled, a
 /// partial count: exactly that many bytes of data, then untouched poison
-/// (cancelled after the first folios were copied). io_cancel returns 0 or -EINPROGRESS when it
-/// cancelled, EINVAL or EAGAIN when it did not; nothing else. 10 rounds
+/// (cancelled after the first folios were copied). io_cancel returns 0 or
+/// -EINPROGRESS when it cancelled, EINVAL or EAGAIN when it did not;
+/// nothing else. 10 rounds
 /// (the unpatched kernel answers EINVAL to every cancel of a read). Then a
 /// round with io_destroy right after io_submit of 64 cold reads: it
 /// returns (within 30 s), no buffer changes afterwards, each is a correct
