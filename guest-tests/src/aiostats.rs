@@ -13,7 +13,7 @@ pub const DEBUGFS: &str = "/sys/kernel/debug";
 pub const STATS_REL: &str = "aio/stats";
 
 /// The counters the series defines (all must be present).
-pub const NAMES: [&str; 12] = [
+pub const NAMES: [&str; 13] = [
     "read_inline",
     "read_park_folio",
     "read_park_meta",
@@ -26,6 +26,7 @@ pub const NAMES: [&str; 12] = [
     "write_punt_sync",
     "write_punt_stall",
     "worker_exit",
+    "read_reaped",
 ];
 
 /// One snapshot of the counters.
@@ -131,7 +132,7 @@ mod tests {
 
     const SAMPLE: &str = "read_inline 10\nread_park_folio 3\nread_park_meta 0\nread_blocking 1\n\
 write_inline 7\nwrite_async 2\nwrite_park_folio 2\nwrite_park_meta 0\nwrite_punt_eagain 0\n\
-write_punt_sync 1\nwrite_punt_stall 0\nworker_exit 0\n";
+write_punt_sync 1\nwrite_punt_stall 0\nworker_exit 0\nread_reaped 0\n";
 
     #[test]
     fn parses_all_counters() {

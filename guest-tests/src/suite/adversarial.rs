@@ -42,10 +42,10 @@ const MIB: usize = 1024 * 1024;
 
 /// A small deterministic PRNG (xorshift64) for delays and offsets; the
 /// seed is printed so a failing schedule can be repeated.
-struct Rng(u64);
+pub(super) struct Rng(u64);
 
 impl Rng {
-    fn new(seed: u64) -> Rng {
+    pub(super) fn new(seed: u64) -> Rng {
         Rng(pattern::key(seed) | 1)
     }
 
@@ -59,7 +59,7 @@ impl Rng {
     }
 
     /// Uniform-ish in `0..n` (0 if n == 0).
-    fn below(&mut self, n: u64) -> u64 {
+    pub(super) fn below(&mut self, n: u64) -> u64 {
         if n == 0 {
             0
         } else {

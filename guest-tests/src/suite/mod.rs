@@ -16,6 +16,7 @@ mod eio;
 mod errors;
 mod inflight;
 mod read;
+mod reap;
 mod teardown;
 mod write;
 mod write_async;
@@ -240,6 +241,8 @@ pub const TESTS: &[TestDef] = &[
     )
     .on(Device::Slow),
     fs_test("retry/cancel_race", adversarial::cancel_race).on(Device::Slow),
+    fs_test("retry/reap_leave_race", reap::reap_leave_race).on(Device::Slow),
+    fs_test("retry/reap_two_reapers", reap::reap_two_reapers).on(Device::Slow),
     fs_test("retry/io_accounting", adversarial::io_accounting).on(Device::PreferSlow),
     fs_test("teardown/destroy_race", adversarial::destroy_race).on(Device::Slow),
     fs_test(
@@ -649,6 +652,8 @@ mod tests {
             ("retry/no_spurious_eintr", Device::Slow),
             ("retry/completion_not_hostage", Device::Slow),
             ("retry/cancel_race", Device::Slow),
+            ("retry/reap_leave_race", Device::Slow),
+            ("retry/reap_two_reapers", Device::Slow),
             ("retry/io_accounting", Device::PreferSlow),
             ("teardown/destroy_race", Device::Slow),
         ];
