@@ -57,7 +57,11 @@ pub(super) struct EioDev {
 }
 
 impl EioDev {
-    fn create(name: &str, size_mib: u64) -> Result<EioDev, Stop> {
+    /// A memory-backed configfs null_blk device `/dev/<name>` of `size_mib`
+    /// MiB whose every IO completes `completion_nsec` after submission
+    /// (timer completions). SKIPs when configfs or null_blk's configfs
+    /// interface is missing.
+    pub(super) fn create(name: &str, size_mib: u64, completion_nsec: u64) -> Result<EioDev, Stop> {
         let root = Path::new(CONFIGFS);
         if !root.join("nullb").exists() {
             let _ = std::fs::create_dir_all(root);
@@ -93,7 +97,7 @@ impl EioDev {
             ("size", size_mib.to_string()),
             ("memory_backed", "1".to_string()),
             ("irqmode", "2".to_string()),
-            ("completion_nsec", "1000000".to_string()),
+            ("completion_nsec", completion_nsec.to_string()),
             ("power", "1".to_string()),
         ] {
             write_attr(&d.cfg, attr, &value)?;
@@ -151,7 +155,11 @@ impl EioDev {
         let fs_bytes = ext2_fs_size(&src_dev)?;
 
         ctx.step("configfs null_blk device");
-        let mut d = EioDev::create(&format!("eio-{label}"), fs_bytes.div_ceil(1 << 20))?;
+        let mut d = EioDev::create(
+            &format!("eio-{label}"),
+            fs_bytes.div_ceil(1 << 20),
+            1_000_000,
+        )?;
         ctx.step("copy the filesystem and mount it");
         // sync + (ext3) journal checkpoint, so the raw copy is consistent
         ctx.drop_caches()?;
@@ -161,6 +169,22 @@ impl EioDev {
             .map_err(|e| format!("mount {} on {} ({fstype}): {e}", d.dev, d.mnt.display()))?;
         d.mounted = true;
         Ok((d, fstype, copied))
+    }
+
+    /// The device node, `/dev/<name>`.
+    pub(super) fn dev(&self) -> &str {
+        &self.dev
+    }
+
+    /// Requests of the device in flight (reads + writes), from
+    /// `/sys/block/<name>/inflight`.
+    pub(super) fn inflight(&self) -> Result<u64, String> {
+        let name = self.dev.trim_start_matches("/dev/");
+        let p = format!("/sys/block/{name}/inflight");
+        let s = std::fs::read_to_string(&p).map_err(|e| format!("read {p}: {e}"))?;
+        s.split_whitespace()
+            .map(|x| x.parse::<u64>().map_err(|e| format!("{p}: {s:?}: {e}")))
+            .sum()
     }
 
     /// Where the copy is mounted.

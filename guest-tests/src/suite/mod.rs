@@ -250,6 +250,7 @@ pub const TESTS: &[TestDef] = &[
         teardown::destroy_many_parked,
     )
     .on(Device::Slow),
+    global_test("teardown/destroy_64k_parked", teardown::destroy_64k_parked),
     fs_test("teardown/exit_inflight", teardown::exit_inflight).on(Device::PreferSlow),
     fs_test("teardown/sigkill_inflight", teardown::sigkill_inflight).on(Device::PreferSlow),
     fs_test("teardown/umount_remount", teardown::umount_remount).on(Device::PreferSlow),

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use super::adversarial::Rng;
 use super::inflight::{require_slow, SLOW_L};
 use super::write_async::read_stats;
-use super::{create_pattern_file, fadvise_random, Ctx, TestResult, REAP_TIMEOUT};
+use super::{create_pattern_file, fadvise_random, Ctx, Stop, TestResult, REAP_TIMEOUT};
 use crate::aio::{self, Completion, IoEvent, Op, Ring};
 use crate::ensure;
 use crate::pattern;
@@ -52,6 +52,18 @@ fn poll_only(ring: &mut Ring, want: usize) -> Result<Vec<Completion>, String> {
         }
     }
     Ok(got)
+}
+
+/// The failure of a round whose reads were stranded. The ring is leaked,
+/// not dropped: io_destroy() (and exit_aio() at exit) waits for every
+/// request of the context, so dropping it would hang the test process in
+/// the kernel before it reports why; this way the reason reaches the
+/// runner, which then finds the process stuck at exit.
+fn stranded(ring: Ring, msg: String) -> Stop {
+    std::mem::forget(ring);
+    Stop::Fail(format!(
+        "{msg} (the context is leaked, not destroyed: tearing it down would wait for the stranded reads)"
+    ))
 }
 
 fn check_reads(all: &[Completion], seed: u64) -> TestResult {
@@ -126,13 +138,17 @@ pub fn reap_leave_race(ctx: &Ctx) -> TestResult {
         all.extend(got);
         let rest = poll_only(&mut ring, want)?;
         polled += rest.len();
-        ensure!(
-            rest.len() == want,
-            "round {r} (timeout {} µs): {} of {BATCH} reads never completed while they were only polled for over {} s after io_getevents returned: woken reads were left to a reaper that had gone",
-            tmo.as_micros(),
-            want - rest.len(),
-            STUCK.as_secs()
-        );
+        if rest.len() != want {
+            return Err(stranded(
+                ring,
+                format!(
+                    "round {r} (timeout {} µs): {} of {BATCH} reads never completed while they were only polled for over {} s after io_getevents returned: woken reads were left to a reaper that had gone",
+                    tmo.as_micros(),
+                    want - rest.len(),
+                    STUCK.as_secs()
+                ),
+            ));
+        }
         all.extend(rest);
     }
     check_reads(&all, SEED)?;
@@ -256,12 +272,16 @@ pub fn reap_two_reapers(ctx: &Ctx) -> TestResult {
     result?;
     let want = ring.in_flight();
     let rest = poll_only(&mut ring, want)?;
-    ensure!(
-        rest.len() == want,
-        "{} of {want} reads never completed while they were only polled for over {} s after both reapers left io_getevents: woken reads were left to reapers that had gone",
-        want - rest.len(),
-        STUCK.as_secs()
-    );
+    if rest.len() != want {
+        return Err(stranded(
+            ring,
+            format!(
+                "{} of {want} reads never completed while they were only polled for over {} s after both reapers left io_getevents: woken reads were left to reapers that had gone",
+                want - rest.len(),
+                STUCK.as_secs()
+            ),
+        ));
+    }
     let polled = rest.len();
     all.extend(rest);
     ensure!(

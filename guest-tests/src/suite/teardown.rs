@@ -529,6 +529,186 @@ pub fn destroy_many_parked(ctx: &Ctx) -> TestResult {
     Ok(())
 }
 
+// ---------------------------------------------------------------------------
+// teardown/destroy_64k_parked
+
+/// Device latency of the private device of [`destroy_64k_parked`]: long
+/// enough that every request is still parked when io_destroy runs (the
+/// submission of 65,536 reads takes about 1 s here under TCG, several on
+/// a debug kernel), short enough to wait out afterwards.
+const PARK64K_LAT: Duration = Duration::from_secs(4);
+
+/// io_destroy of a context with 65,536 buffered reads parked on four cold
+/// folios (issue 12, item 8: v1 cancelled them one task_work_cancel() at a
+/// time with IRQs off, quadratic, a hard lockup at 64 k). The reads are
+/// 512 bytes each of four pages 64 KiB apart of a raw block device: a
+/// private configfs null_blk device, memory-backed (reads as zeros), whose
+/// every IO takes [`PARK64K_LAT`] (× the debug factor), so that the four
+/// folio reads are still on the device when the last io_submit returns and
+/// io_destroy runs (the device's `inflight` shows it), and all requests
+/// are parked then (none in the ring). `fs.aio-max-nr` is raised for
+/// io_setup(65536) and restored.
+///
+/// Judged by what the kernel did: io_destroy returns 0 while the four
+/// folio reads are still in flight on the device (it withdraws parked
+/// requests instead of waiting for the device, issue item 11); the
+/// process and all CPUs together use at most 1 s (× 8 on debug kernels)
+/// for it; every buffer is either the complete read (zeros) or untouched
+/// poison, and none changes after the device has answered (a withdrawn
+/// request is never driven later); the shared checker holds. SKIPs on a
+/// kernel without aio/stats (the unpatched one completes each cold read
+/// inside io_submit, so nothing parks).
+pub fn destroy_64k_parked(ctx: &Ctx) -> TestResult {
+    const N: usize = 65536;
+    const BATCH: usize = 1024;
+    const PAGES: u64 = 4;
+    const STRIDE: u64 = 64 * 1024;
+    const LEN: usize = 512;
+    const CPU_LIMIT: Duration = Duration::from_secs(1);
+    super::write_data::require_guest(ctx, "creates a configfs null_blk device")?;
+    let Some(stats_before) = read_stats()? else {
+        return Err(Stop::Skip(
+            "no aio/stats: this kernel does not park buffered reads (each cold read completes inside io_submit), nothing to withdraw"
+                .into(),
+        ));
+    };
+    let factor = cpu_factor();
+    let lat = PARK64K_LAT * factor;
+    let limit = CPU_LIMIT * factor;
+    let mut max_nr = AioMaxNr::raise_to(aio_nr()? + 4 * N as u64)?;
+    ctx.step("configfs null_blk device");
+    let dev = super::eio::EioDev::create("park64k", 8, lat.as_nanos() as u64)?;
+    let f = File::open(dev.dev()).map_err(|e| format!("open {}: {e}", dev.dev()))?;
+    fadvise_random(&f)?;
+    let fd = f.as_raw_fd();
+    let zeros = vec![0u8; LEN];
+
+    ctx.step("submit 65536 reads");
+    let mut ring = Ring::new(N as u32)?;
+    let id = ring.id();
+    let t0 = Instant::now();
+    let mut submit_time = Duration::ZERO;
+    for b in 0..N / BATCH {
+        let ops: Vec<Op> = (0..BATCH)
+            .map(|i| {
+                let n = (b * BATCH + i) as u64;
+                Op::pread(fd, (n % PAGES) * STRIDE, LEN).with_data(n)
+            })
+            .collect();
+        let s = ring.submit(ops);
+        submit_time += ring.last_submit;
+        if let Some(e) = &s.error {
+            return Err(format!("batch {b}: io_submit of {BATCH} reads: {e}").into());
+        }
+        ensure!(
+            s.accepted == BATCH,
+            "batch {b}: io_submit accepted {} of {BATCH} reads",
+            s.accepted
+        );
+    }
+    let submitted_in = t0.elapsed();
+    let ready = ring_ready(id)?;
+    let dev_before = dev.inflight()?;
+    let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1000.0);
+    ensure!(
+        dev_before > 0 && ready == 0,
+        "the setup did not hold: after submitting {N} reads in {} (io_submit {}), {ready} were complete in the ring and the device had {dev_before} requests in flight, expected none and at least 1 (device latency {} s)",
+        ms(submitted_in),
+        ms(submit_time),
+        lat.as_secs()
+    );
+
+    ctx.step("io_destroy");
+    let cpu = |c, what: &str| sys::cpu_time(c).map_err(|e| format!("clock_gettime({what}): {e}"));
+    let busy0 = cpu_busy()?;
+    let p0 = cpu(libc::CLOCK_PROCESS_CPUTIME_ID, "CLOCK_PROCESS_CPUTIME_ID")?;
+    let (wall, ops) = ring.destroy_now()?;
+    let p1 = cpu(libc::CLOCK_PROCESS_CPUTIME_ID, "CLOCK_PROCESS_CPUTIME_ID")?;
+    let busy1 = cpu_busy()?;
+    let dev_after = dev.inflight()?;
+    let since_submit = t0.elapsed();
+    let (process_cpu, all_cpus) = (p1.saturating_sub(p0), busy1.saturating_sub(busy0));
+    ensure!(
+        ops.len() == N,
+        "io_destroy left {} unreaped requests, expected all {N}",
+        ops.len()
+    );
+    let classify = |ops: &[Op]| -> Result<Vec<bool>, String> {
+        ops.iter()
+            .map(|op| full_or_untouched(op.buf(), &zeros, op.offset()))
+            .collect()
+    };
+    let first = classify(&ops);
+    // Wait for the device to answer the folio reads: a withdrawn request
+    // must stay withdrawn when its folio is unlocked.
+    ctx.step("wait for the device");
+    let deadline = Instant::now() + lat + Duration::from_secs(30);
+    while dev.inflight()? > 0 {
+        ensure!(
+            Instant::now() < deadline,
+            "the device still has requests in flight {} s after io_destroy",
+            (lat + Duration::from_secs(30)).as_secs()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    let checked = first.and_then(|first| {
+        let again = classify(&ops)?;
+        match first.iter().zip(&again).position(|(a, b)| a != b) {
+            Some(i) => Err(format!(
+                "the buffer of read #{i} (at {}) changed after io_destroy returned, when the device answered: a withdrawn request was driven",
+                ops[i].offset()
+            )),
+            None => Ok(first),
+        }
+    });
+    // Never free memory the kernel might (wrongly) still write to.
+    std::mem::forget(ops);
+    let full = checked?.iter().filter(|&&x| x).count();
+    ring.check_after_destroy()?;
+    max_nr.restore()?;
+    let counters = match read_stats()? {
+        Some(a) => a.delta(&stats_before).nonzero(),
+        None => "(aio/stats gone)".to_string(),
+    };
+    println!(
+        "io_destroy of {N} buffered {LEN}-byte reads parked on {PAGES} cold folios of {} (device latency {} s; {} io_submit calls of {BATCH} took {}, {} wall; 0 in the ring, {dev_before} device requests in flight): returned 0 after {} wall, {} after the first io_submit, with {dev_after} device requests still in flight; CPU {} process, {} all CPUs (limit {}); unreaped buffers: {full} complete, {} untouched; counters: {counters}",
+        dev.dev(),
+        lat.as_secs(),
+        N / BATCH,
+        ms(submit_time),
+        ms(submitted_in),
+        ms(wall),
+        ms(since_submit),
+        ms(process_cpu),
+        ms(all_cpus),
+        ms(limit),
+        N - full
+    );
+    ensure!(
+        dev_after > 0,
+        "io_destroy returned only after the device had answered ({} after the first io_submit, device latency {} s): it waited for the device IO of parked reads instead of withdrawing them",
+        ms(since_submit),
+        lat.as_secs()
+    );
+    ensure!(
+        process_cpu <= limit,
+        "io_destroy of {N} parked requests used {} of the process's CPU (limit {})",
+        ms(process_cpu),
+        ms(limit)
+    );
+    ensure!(
+        all_cpus <= limit,
+        "io_destroy of {N} parked requests kept the CPUs busy for {} (limit {}; the process itself used {})",
+        ms(all_cpus),
+        ms(limit),
+        ms(process_cpu)
+    );
+    drop(f);
+    drop(dev);
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
