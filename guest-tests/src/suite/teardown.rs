@@ -681,21 +681,19 @@ pub fn destroy_64k_parked(ctx: &Ctx) -> TestResult {
     let lat = LAT * factor.div_ceil(2);
     let mut max_nr = AioMaxNr::raise_to(aio_nr()? + 4 * n as u64)?;
     let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1000.0);
-    let open = |dev: &super::eio::EioDev| -> Result<File, String> {
-        let f = File::open(dev.dev()).map_err(|e| format!("open {}: {e}", dev.dev()))?;
-        fadvise_random(&f)?;
-        Ok(f)
-    };
-
     ctx.step("configfs null_blk device");
     let dev = super::eio::EioDev::create("park64k", 8, lat.as_nanos() as u64)?;
-    let f = open(&dev)?;
+    let f = File::open(dev.dev()).map_err(|e| format!("open {}: {e}", dev.dev()))?;
+    fadvise_random(&f)?;
     ctx.step("submit the reads, io_destroy");
-    let r = park_and_destroy(f.as_raw_fd(), n, &dev)?;
+    let mut r = park_and_destroy(f.as_raw_fd(), n, &dev)?;
+    // Never free memory the kernel might (wrongly) still write to, on any
+    // path out of this test.
+    let ops = std::mem::ManuallyDrop::new(std::mem::take(&mut r.ops));
     ensure!(
-        r.ops.len() == n,
+        ops.len() == n,
         "io_destroy left {} unreaped requests, expected all {n}",
-        r.ops.len()
+        ops.len()
     );
     let zeros = vec![0u8; PARK_LEN];
     let classify = |ops: &[Op]| -> Result<Vec<bool>, String> {
@@ -703,13 +701,12 @@ pub fn destroy_64k_parked(ctx: &Ctx) -> TestResult {
             .map(|op| full_or_untouched(op.buf(), &zeros, op.offset()))
             .collect()
     };
-    let first = classify(&r.ops);
+    let first = classify(&ops);
     ctx.step("wait for the device");
     wait_device_idle(&dev, lat + Duration::from_secs(30))?;
     std::thread::sleep(Duration::from_millis(50));
-    let ops = &r.ops;
     let checked = first.and_then(|first| {
-        let again = classify(ops)?;
+        let again = classify(&ops)?;
         match first.iter().zip(&again).position(|(a, b)| a != b) {
             Some(i) => Err(format!(
                 "the buffer of read #{i} (at {}) changed after io_destroy returned, when the device answered: a withdrawn request was driven",
@@ -749,8 +746,6 @@ pub fn destroy_64k_parked(ctx: &Ctx) -> TestResult {
         },
         n - full
     );
-    // Never free memory the kernel might (wrongly) still write to.
-    std::mem::forget(r.ops);
     ensure!(
         r.ready == 0 && r.dev_before > 0,
         "not every request parked: after the last io_submit {} were complete in the ring and the device had {} requests in flight (device latency {} s, submission took {})",
