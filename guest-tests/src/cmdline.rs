@@ -24,11 +24,34 @@ pub struct BootConfig {
     /// Per-test timeout in seconds.
     pub test_timeout: u64,
     pub fixture: Option<Fixture>,
+    /// Sizes of the soak workloads (`bufaio.soak_*`).
+    pub soak: SoakConfig,
     /// Unknown `bufaio.*` keys (reported, not fatal).
     pub warnings: Vec<String>,
 }
 
 pub const DEFAULT_TEST_TIMEOUT_S: u64 = 120;
+
+/// `bufaio.soak_ops=N`, `bufaio.soak_seed=S` (decimal or 0x-hex),
+/// `bufaio.soak_secs=S`, `bufaio.soak_profile=NAME[,NAME..]`,
+/// `bufaio.soak_stall_secs=S`: what the soak tests do (unset: their short
+/// defaults).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SoakConfig {
+    pub ops: Option<u64>,
+    pub seed: Option<u64>,
+    pub secs: Option<u64>,
+    pub profiles: Vec<String>,
+    pub stall_secs: Option<u64>,
+}
+
+/// A u64 in decimal or `0x` hex.
+pub fn parse_u64(v: &str) -> Option<u64> {
+    match v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
+        Some(h) => u64::from_str_radix(h, 16).ok(),
+        None => v.parse().ok(),
+    }
+}
 
 impl Default for BootConfig {
     fn default() -> Self {
@@ -37,6 +60,7 @@ impl Default for BootConfig {
             filter: Vec::new(),
             test_timeout: DEFAULT_TEST_TIMEOUT_S,
             fixture: None,
+            soak: SoakConfig::default(),
             warnings: Vec::new(),
         }
     }
@@ -127,6 +151,27 @@ pub fn parse(cmdline: &str) -> Result<BootConfig, String> {
                     other => return Err(format!("bufaio.fixture={other:?}: expected panic")),
                 }
             }
+            "soak_ops" | "soak_secs" | "soak_stall_secs" => {
+                let n = match value.parse::<u64>() {
+                    Ok(n) if n > 0 => n,
+                    _ => {
+                        return Err(format!(
+                            "bufaio.{sub}={value:?}: expected a positive number"
+                        ))
+                    }
+                };
+                match sub {
+                    "soak_ops" => cfg.soak.ops = Some(n),
+                    "soak_secs" => cfg.soak.secs = Some(n),
+                    _ => cfg.soak.stall_secs = Some(n),
+                }
+            }
+            "soak_seed" => {
+                cfg.soak.seed = Some(parse_u64(value).ok_or_else(|| {
+                    format!("bufaio.soak_seed={value:?}: expected a number (decimal or 0x-hex)")
+                })?)
+            }
+            "soak_profile" => cfg.soak.profiles = parse_filter(value),
             other => cfg
                 .warnings
                 .push(format!("unknown kernel parameter bufaio.{other} ignored")),
@@ -172,6 +217,12 @@ pub fn selected(filter: &[String], name: &str) -> bool {
 mod tests {
     use super::*;
 
+    fn c_has_no_warnings(cmdline: &str) -> bool {
+        parse(cmdline)
+            .map(|c| c.warnings.is_empty())
+            .unwrap_or(false)
+    }
+
     #[test]
     fn defaults() {
         let c = parse("console=ttyS0 root=/dev/vda rw panic=-1 init=/init").unwrap();
@@ -194,6 +245,27 @@ mod tests {
         assert_eq!(c.test_timeout, 30);
         assert_eq!(c.fixture, Some(Fixture::Panic));
         assert_eq!(parse("bufaio.mode=probe").unwrap().mode, Mode::Probe);
+        let s = parse(
+            "bufaio.soak_ops=100000 bufaio.soak_seed=0x1F bufaio.soak_secs=60 \
+             bufaio.soak_profile=dirty,freeze bufaio.soak_stall_secs=30",
+        )
+        .unwrap()
+        .soak;
+        assert_eq!(
+            s,
+            SoakConfig {
+                ops: Some(100_000),
+                seed: Some(31),
+                secs: Some(60),
+                profiles: vec!["dirty".into(), "freeze".into()],
+                stall_secs: Some(30),
+            }
+        );
+        assert!(parse("bufaio.soak_ops=0").is_err());
+        assert!(parse("bufaio.soak_seed=zz")
+            .unwrap_err()
+            .contains("soak_seed"));
+        assert!(c_has_no_warnings("bufaio.soak_seed=12"));
         assert_eq!(parse("bufaio.mode=suite").unwrap().mode, Mode::Suite);
     }
 

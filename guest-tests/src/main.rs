@@ -5,6 +5,7 @@ mod aio;
 mod aiostats;
 mod cmdline;
 mod exec;
+mod fsx;
 mod init;
 mod invariants;
 mod ktap;

@@ -17,6 +17,7 @@ mod errors;
 mod inflight;
 mod read;
 mod reap;
+pub(crate) mod soak;
 mod teardown;
 mod write;
 mod write_async;
@@ -254,6 +255,9 @@ pub const TESTS: &[TestDef] = &[
     fs_test("teardown/exit_inflight", teardown::exit_inflight).on(Device::PreferSlow),
     fs_test("teardown/sigkill_inflight", teardown::sigkill_inflight).on(Device::PreferSlow),
     fs_test("teardown/umount_remount", teardown::umount_remount).on(Device::PreferSlow),
+    fs_test("soak/fsx", soak::fsx),
+    fs_test("soak/fsx_slow", soak::fsx_slow).on(Device::Slow),
+    fs_test("soak/fsx_pressure", soak::fsx_pressure).on(Device::Slow),
     global_test("errors/bad_fd", errors::bad_fd),
     global_test("errors/einval_opcode", errors::einval_opcode),
     global_test("errors/bad_rw_flags", errors::bad_rw_flags),
