@@ -43,6 +43,8 @@ pub struct SoakConfig {
     pub secs: Option<u64>,
     pub profiles: Vec<String>,
     pub stall_secs: Option<u64>,
+    /// `bufaio.soak_overlap=0`: the writes of one AIO batch never overlap.
+    pub no_overlap: bool,
 }
 
 /// A u64 in decimal or `0x` hex.
@@ -172,6 +174,13 @@ pub fn parse(cmdline: &str) -> Result<BootConfig, String> {
                 })?)
             }
             "soak_profile" => cfg.soak.profiles = parse_filter(value),
+            "soak_overlap" => {
+                cfg.soak.no_overlap = match value {
+                    "0" => true,
+                    "1" => false,
+                    other => return Err(format!("bufaio.soak_overlap={other:?}: expected 0 or 1")),
+                }
+            }
             other => cfg
                 .warnings
                 .push(format!("unknown kernel parameter bufaio.{other} ignored")),
@@ -259,6 +268,7 @@ mod tests {
                 secs: Some(60),
                 profiles: vec!["dirty".into(), "freeze".into()],
                 stall_secs: Some(30),
+                no_overlap: false,
             }
         );
         assert!(parse("bufaio.soak_ops=0").is_err());

@@ -100,6 +100,10 @@ pub struct Params {
     pub log_len: usize,
     /// Check the whole file against the model every this many operations.
     pub verify_every: u64,
+    /// Let the writes of one AIO batch overlap each other (the model then
+    /// needs submission order); off, they are disjoint and only appends
+    /// depend on order.
+    pub overlapping_writes: bool,
 }
 
 impl Params {
@@ -115,6 +119,7 @@ impl Params {
             queue: 16,
             log_len: 48,
             verify_every: 1000,
+            overlapping_writes: true,
         }
     }
 }
@@ -234,8 +239,9 @@ pub struct Fsx {
     stats: Stats,
     no_punch: bool,
     no_zero: bool,
-    /// Pattern seeds of recent writes (decoded in mismatch hints).
-    recent_keys: VecDeque<u64>,
+    /// Pattern seeds of recent writes (decoded in mismatch hints), with
+    /// the operation that wrote each.
+    recent_keys: VecDeque<(u64, String)>,
     pub heartbeat: Arc<Heartbeat>,
 }
 
@@ -382,10 +388,21 @@ impl Fsx {
 
     fn new_key(&mut self) -> u64 {
         let k = self.rng.next_u64() | 1;
-        if self.recent_keys.len() >= 64 {
+        if self.recent_keys.len() >= 256 {
             self.recent_keys.pop_back();
         }
-        self.recent_keys.push_front(k);
+        let n = match self.recent_keys.front() {
+            Some((_, who)) if who.starts_with(&format!("#{} ", self.opno)) => {
+                who.rsplit(' ')
+                    .next()
+                    .and_then(|x| x.parse::<usize>().ok())
+                    .unwrap_or(0)
+                    + 1
+            }
+            _ => 0,
+        };
+        self.recent_keys
+            .push_front((k, format!("#{} write {n}", self.opno)));
         k
     }
 
@@ -455,9 +472,19 @@ impl Fsx {
     }
 
     fn check_read(&mut self, what: &str, off: u64, got: &[u8]) -> Result<(), String> {
-        let keys: Vec<u64> = self.recent_keys.iter().copied().collect();
+        let keys: Vec<u64> = self.recent_keys.iter().map(|(k, _)| *k).collect();
         let exp = self.expected(off, got.len());
-        pattern::compare(got, exp, off, &keys).map_err(|e| format!("{what}: {e}"))?;
+        pattern::compare(got, exp, off, &keys).map_err(|e| {
+            // Name the operation behind every seed the hint mentions, and
+            // the one the model says wrote the first bad byte.
+            let mut e = format!("{what}: {e}");
+            for (k, who) in &self.recent_keys {
+                if e.contains(&format!("seed {k:#x}")) {
+                    e.push_str(&format!("\n  seed {k:#x} is the data of op {who}"));
+                }
+            }
+            e
+        })?;
         self.stats.bytes_read += got.len() as u64;
         Ok(())
     }
@@ -527,6 +554,14 @@ impl Fsx {
             } else {
                 self.gen_write_off(sim_size, len)
             };
+            let end = off + len as u64;
+            if !self.p.overlapping_writes
+                && reqs
+                    .iter()
+                    .any(|r: &Req| end > r.off && off < r.off + r.len as u64)
+            {
+                continue;
+            }
             let segs = if self.rng.chance(1, 4) {
                 Some(self.gen_segs(len))
             } else {

@@ -122,6 +122,7 @@ fn run_fsx(ctx: &Ctx, test: &str, default_ops: u64, default_profiles: &[Profile]
     p.max_time = cfg.secs.map(Duration::from_secs);
     p.drop_caches = ctx.guest && ctx.root;
     p.big_appends = profiles.contains(&Profile::Dirty);
+    p.overlapping_writes = !cfg.no_overlap;
     let path = ctx.path("fsx.dat");
     let names: Vec<&str> = profiles
         .iter()
