@@ -1165,7 +1165,7 @@ fn pread_full(f: &File, buf: &mut [u8], off: u64) -> Result<usize, String> {
 /// `sync`, then drop the page cache, dentries and inodes.
 pub fn drop_caches() -> Result<(), String> {
     crate::sys::sync();
-    std::fs::write("/proc/sys/vm/drop_caches", "3\n")
+    std::fs::write("/proc/sys/vm/drop_caches", "7\n")
         .map_err(|e| format!("write /proc/sys/vm/drop_caches: {e}"))
 }
 

@@ -192,27 +192,17 @@ mod tests {
 
     const SAMPLE: &str = include_str!("../tests/golden/gha/results.json");
 
-    /// `BUFAIO_BLESS=1 cargo test` rewrites the golden files (then review the diff).
-    fn bless(name: &str, got: &str) {
-        if std::env::var_os("BUFAIO_BLESS").is_some() {
-            let p = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/gha/");
-            std::fs::write(format!("{p}{name}"), got).unwrap();
-        }
-    }
-
     #[test]
     fn annotations_match_golden() {
         let v: Value = serde_json::from_str(SAMPLE).unwrap();
         let got = annotations(&v).join("\n") + "\n";
-        bless("annotations.txt", &got);
-        assert_eq!(got, include_str!("../tests/golden/gha/annotations.txt"));
+        crate::golden::check("gha/annotations.txt", &got);
     }
 
     #[test]
     fn summary_matches_golden() {
         let v: Value = serde_json::from_str(SAMPLE).unwrap();
-        bless("summary.md", &summary(&v));
-        assert_eq!(summary(&v), include_str!("../tests/golden/gha/summary.md"));
+        crate::golden::check("gha/summary.md", &summary(&v));
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod error;
 mod exitcode;
 mod fetch;
 mod gha;
+mod golden;
 mod junit;
 mod kbuild;
 mod kcfgcheck;
@@ -21,6 +22,7 @@ mod qemu;
 mod report;
 mod rootfs;
 mod scan;
+mod soak;
 mod ssh;
 mod ui;
 mod vm;
@@ -60,6 +62,8 @@ enum Cmd {
     Exec(cmd::exec::Args),
     /// Performance suite: unpatched vs patched AIO vs io_uring vs thread pool vs sync (issue 5).
     Bench(cmd::bench::Args),
+    /// Soak: the fsx model checker alone, on the slow device and under pressure, at scale (issue 14).
+    Soak(cmd::soak::Args),
     /// Measure the toolkit: cold, warm, edit→result, boot→first KTAP.
     BenchToolkit(cmd::bench_toolkit::Args),
     /// Bisect: first bad patch of the series, or first bad upstream commit.
@@ -116,6 +120,7 @@ fn main() {
         Cmd::Run(a) => cmd::run::main(a),
         Cmd::Exec(a) => cmd::exec::main(a),
         Cmd::Bench(a) => cmd::bench::main(a),
+        Cmd::Soak(a) => cmd::soak::main(a),
         Cmd::BenchToolkit(a) => cmd::bench_toolkit::main(a),
         Cmd::Bisect(c) => cmd::bisect::main(c),
         Cmd::CheckSeries(a) => cmd::check_series::main(a),

@@ -328,6 +328,24 @@ pub struct BootOpts<'a> {
     pub accel: &'a AccelChoice,
     pub append: Vec<String>,
     pub echo_out: bool,
+    /// Total operations the guest's workloads will report progress
+    /// against (`bufaio-progress:` console lines): shows a bar of them.
+    pub progress: Option<u64>,
+}
+
+/// The console line a long guest workload prints about once a second:
+/// `bufaio-progress: NAME DONE/TARGET ops RATE ops/s`.
+pub const PROGRESS_PREFIX: &str = "bufaio-progress: ";
+
+/// A parsed progress line: (test name, operations done, ops/s).
+pub fn parse_progress(line: &str) -> Option<(String, u64, f64)> {
+    let rest = &line[line.find(PROGRESS_PREFIX)? + PROGRESS_PREFIX.len()..];
+    let mut w = rest.split_whitespace();
+    let name = w.next()?.to_string();
+    let done = w.next()?.split('/').next()?.parse().ok()?;
+    let _ops = w.next()?;
+    let rate = w.next()?.parse().ok()?;
+    Some((name, done, rate))
 }
 
 /// rootfs disks → vm → guest protocol → classification for one kernel.
@@ -395,12 +413,35 @@ pub fn boot_and_test(
     let stage = ctx
         .ui
         .stage("vm", format!("{label}: booting ({:?})", opts.accel.accel));
-    let r = vm::run(
+    let mut done: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut noted: Option<std::time::Instant> = None;
+    let quiet_for = if ctx.ui.is_tty() {
+        Duration::ZERO
+    } else {
+        Duration::from_secs(30)
+    };
+    if let Some(total) = opts.progress {
+        stage.set_length(total, false);
+    }
+    let r = vm::run_observed(
         &spec,
         limits,
         &dir.join("console.log"),
         opts.echo_out,
         &ctx.ui,
+        &mut |line| {
+            if opts.progress.is_none() {
+                return;
+            }
+            if let Some((name, n, rate)) = parse_progress(line) {
+                done.insert(name.clone(), n);
+                stage.set_position(done.values().sum());
+                if noted.is_none_or(|t| t.elapsed() >= quiet_for) {
+                    noted = Some(std::time::Instant::now());
+                    stage.note(format!("{label}: {name} {n} ops, {rate:.0} ops/s"));
+                }
+            }
+        },
     )?;
     stage.finish(format!(
         "{label}: {:?} after {:.1}s (ready at {})",
@@ -626,6 +667,20 @@ mod tests {
         let (o, why) = exitcode::classify(&r, &[], &VmEnd::Exited, false);
         assert_eq!(o, Outcome::TestFailed, "{why}");
         assert!(why.contains("read/batch@ext2"), "{why}");
+    }
+
+    #[test]
+    fn progress_lines() {
+        assert_eq!(
+            parse_progress("bufaio-progress: soak/fsx@ext2 1200/100000 ops 987 ops/s"),
+            Some(("soak/fsx@ext2".to_string(), 1200, 987.0))
+        );
+        assert_eq!(
+            parse_progress("[  3.1] x bufaio-progress: soak/fsx@ext3 5/9 ops 2 ops/s").map(|p| p.1),
+            Some(5)
+        );
+        assert_eq!(parse_progress("bufaio-progress: soak/fsx@ext2 many"), None);
+        assert_eq!(parse_progress("bufaio: ok 1 x"), None);
     }
 
     #[test]

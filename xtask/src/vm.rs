@@ -75,6 +75,19 @@ pub fn run(
     echo_out: bool,
     ui: &Ui,
 ) -> Result<VmRun> {
+    run_observed(spec, limits, console_log, echo_out, ui, &mut |_| {})
+}
+
+/// [`run`], handing every complete console line to `on_line` as it arrives
+/// (progress reports of long guest workloads).
+pub fn run_observed(
+    spec: &VmSpec,
+    limits: Limits,
+    console_log: &Path,
+    echo_out: bool,
+    ui: &Ui,
+    on_line: &mut dyn FnMut(&str),
+) -> Result<VmRun> {
     let argv = qemu::command_line(spec);
     for p in [&spec.ktap_path, &spec.out_path] {
         fs::write(p, b"").with_context(|| format!("cannot create {}", p.display()))?;
@@ -142,7 +155,19 @@ pub fn run(
         match rx.recv_timeout(Duration::from_millis(100)) {
             Ok(chunk) => {
                 log.write_all(&chunk).ok();
+                let from = console.len();
                 console.extend_from_slice(&chunk);
+                // complete lines that end in this chunk
+                let start_of_line = console[..from]
+                    .iter()
+                    .rposition(|&b| b == b'\n')
+                    .map_or(0, |i| i + 1);
+                let tail = &console[start_of_line..];
+                if let Some(last_nl) = tail.iter().rposition(|&b| b == b'\n') {
+                    for l in tail[..last_nl].split(|&b| b == b'\n') {
+                        on_line(String::from_utf8_lossy(l).trim_end_matches('\r'));
+                    }
+                }
                 last_output = Instant::now();
                 if ready.is_none() && find(&console, READY.as_bytes()) {
                     ready = Some(start.elapsed());

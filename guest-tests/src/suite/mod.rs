@@ -611,7 +611,8 @@ mod tests {
         for t in TESTS {
             let area = t.name.split('/').next().unwrap();
             assert!(
-                ["basic", "read", "write", "retry", "teardown", "errors", "perf", "soak"].contains(&area),
+                ["basic", "read", "write", "retry", "teardown", "errors", "perf", "soak"]
+                    .contains(&area),
                 "{}",
                 t.name
             );

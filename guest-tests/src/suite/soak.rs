@@ -22,7 +22,7 @@ use crate::sys;
 
 /// Default seed when the command line gives none (a run is reproducible
 /// by default; `cargo xtask soak` picks a fresh one unless `--seed`).
-const DEFAULT_SEED: u64 = 0xB0FA_10;
+const DEFAULT_SEED: u64 = 0x00B0_FA10;
 
 /// A pressure profile (README "Soak").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,14 +91,14 @@ pub fn fsx(ctx: &Ctx) -> TestResult {
 /// soak/fsx_slow: the model checker on the slow device (every device IO
 /// takes 1 ms: cold reads and writeback stay in flight).
 pub fn fsx_slow(ctx: &Ctx) -> TestResult {
-    run_fsx(ctx, "soak/fsx_slow", 1500, &[])
+    run_fsx(ctx, "soak/fsx_slow", 1000, &[])
 }
 
 /// soak/fsx_pressure: the model checker on the slow device under the
 /// profiles of the command line, or all of them.
 pub fn fsx_pressure(ctx: &Ctx) -> TestResult {
     let all: Vec<Profile> = PROFILES.iter().map(|(_, p)| *p).collect();
-    run_fsx(ctx, "soak/fsx_pressure", 1500, &all)
+    run_fsx(ctx, "soak/fsx_pressure", 300, &all)
 }
 
 fn run_fsx(ctx: &Ctx, test: &str, default_ops: u64, default_profiles: &[Profile]) -> TestResult {
@@ -350,7 +350,7 @@ impl Pressure {
                 }
                 Profile::DropCaches => {
                     p.spawn(&stop_r, "drop_caches", || {
-                        let _ = std::fs::write("/proc/sys/vm/drop_caches", "1\n");
+                        let _ = std::fs::write("/proc/sys/vm/drop_caches", "5\n");
                         sleep_us(20_000);
                     })?;
                 }

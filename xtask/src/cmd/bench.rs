@@ -257,6 +257,7 @@ pub fn main(mut a: Args) -> Result<i32> {
         accel: &accel,
         append: append.clone(),
         echo_out: false,
+        progress: None,
     };
     let mut runs: Vec<KernelRun> = Vec::new();
     let mut outputs: Vec<(String, Vec<GuestOutput>)> = Vec::new();

@@ -275,6 +275,7 @@ impl<'a> Bisector<'a> {
             accel: &accel,
             append: self.append.clone(),
             echo_out: false,
+            progress: None,
         };
         let mut tries = Vec::new();
         let mut last = None;

@@ -147,6 +147,7 @@ pub fn main(a: Args) -> Result<i32> {
                 accel: &acc,
                 append: a.common.append.clone(),
                 echo_out: false,
+                progress: None,
             };
             let job = GuestJob::Suite {
                 filters: a.tests.clone(),

@@ -45,6 +45,7 @@ pub fn main(a: Args) -> Result<i32> {
         accel: &accel,
         append: a.common.append.clone(),
         echo_out: true,
+        progress: None,
     };
     let mut code = 0;
     for kb in &builds {

@@ -10,6 +10,7 @@ pub mod exec;
 pub mod lint_workflows;
 pub mod push;
 pub mod run;
+pub mod soak;
 pub mod ssh;
 pub mod vm;
 

@@ -81,6 +81,7 @@ pub fn main(mut a: Args) -> Result<i32> {
         accel: &accel,
         append: a.common.append.clone(),
         echo_out: false,
+        progress: None,
     };
     let mut results = Vec::new();
     for kb in &builds {

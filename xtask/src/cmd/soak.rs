@@ -1,0 +1,336 @@
+//! `cargo xtask soak`: the soak workloads (`soak/*` guest tests: the fsx
+//! model checker alone, on the slow device, under pressure profiles) at a
+//! chosen size and seed, on one or both kernels; per-workload table,
+//! `soak.json` (replay, aggregation), KTAP/JUnit/results.json like `run`.
+
+use super::Common;
+use crate::error::usage;
+use crate::exitcode::Outcome;
+use crate::patch::Series;
+use crate::pipeline::{self, BootOpts, GuestJob, KernelSel};
+use crate::report::{self, Manifest, RunSummary};
+use crate::soak::{self, SoakReport};
+use anyhow::{Context, Result};
+use std::path::PathBuf;
+
+/// The guest's soak profiles (guest-tests/src/suite/soak.rs).
+const PROFILES: &[&str] = &[
+    "dirty",
+    "freeze",
+    "drop_caches",
+    "cpu_hog",
+    "contender",
+    "signals",
+    "all",
+];
+
+/// Soak test instances per filesystem (soak/fsx, soak/fsx_slow,
+/// soak/fsx_pressure) on two filesystems.
+const INSTANCES: u64 = 6;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub common: Common,
+    #[arg(long, value_enum, default_value = "both")]
+    pub kernel: KernelSel,
+    /// Operations per workload instance (an AIO batch is one operation).
+    #[arg(long, conflicts_with = "duration")]
+    pub ops: Option<u64>,
+    /// Seconds per workload instance instead of an operation count.
+    #[arg(long)]
+    pub duration: Option<u64>,
+    /// Base seed (decimal or 0x-hex); default: a fresh one, printed.
+    #[arg(long)]
+    pub seed: Option<String>,
+    /// Pressure profile(s) for soak/fsx_pressure (and, given, for the other
+    /// workloads too): dirty, freeze, drop_caches, cpu_hog, contender,
+    /// signals, all. Default for soak/fsx_pressure: all.
+    #[arg(long = "profile", value_delimiter = ',')]
+    pub profiles: Vec<String>,
+    /// This run is shard I of N: its base seed is derived from --seed and I.
+    #[arg(long)]
+    pub shard: Option<String>,
+    /// Workloads (globs over `soak/fsx@ext2`-style names); default soak/*.
+    #[arg(long = "filter")]
+    pub filters: Vec<String>,
+    /// Writes of one AIO batch never overlap (lets defects other than
+    /// write ordering surface first).
+    #[arg(long)]
+    pub no_overlap: bool,
+    /// Re-run the failed instances of a previous soak run (its run dir or
+    /// its soak.json) with the same seed, size and profiles.
+    #[arg(long, conflicts_with_all = ["ops", "duration", "seed", "shard", "filters", "profiles"])]
+    pub replay: Option<PathBuf>,
+    /// Aggregate the soak.json files of several runs or shards; no boot.
+    #[arg(long, num_args = 1.., conflicts_with = "replay")]
+    pub aggregate: Vec<PathBuf>,
+}
+
+fn load_report(p: &std::path::Path) -> Result<SoakReport> {
+    let file = if p.is_dir() {
+        p.join("soak.json")
+    } else {
+        p.to_path_buf()
+    };
+    let text =
+        std::fs::read_to_string(&file).map_err(|e| usage(format!("{}: {e}", file.display())))?;
+    serde_json::from_str(&text)
+        .map_err(|e| usage(format!("{}: not a soak.json: {e}", file.display())))
+}
+
+pub fn main(mut a: Args) -> Result<i32> {
+    if !a.aggregate.is_empty() {
+        let reps = a
+            .aggregate
+            .iter()
+            .map(|p| load_report(p))
+            .collect::<Result<Vec<_>>>()?;
+        let agg = soak::aggregate(&reps);
+        println!("{}", soak::aggregate_table(&agg));
+        let failed: u64 = agg.iter().map(|r| r.failures).sum();
+        for r in agg.iter().filter(|r| r.failures > 0) {
+            println!(
+                "{} {} {}: failing: {}",
+                r.workload,
+                r.fs,
+                r.kernel,
+                r.failing.join(", ")
+            );
+        }
+        println!(
+            "{} runs, {} ops, {failed} failed instances",
+            reps.len(),
+            agg.iter().map(|r| r.ops).sum::<u64>()
+        );
+        return Ok(if failed == 0 {
+            Outcome::Pass.code()
+        } else {
+            Outcome::TestFailed.code()
+        });
+    }
+    crate::deps::check()?;
+    let mut base_seed = match &a.seed {
+        Some(s) => soak::parse_seed(s).map_err(usage)?,
+        None => fresh_seed(),
+    };
+    let mut shard = None;
+    if let Some(s) = &a.shard {
+        let (i, n) = soak::parse_shard(s).map_err(usage)?;
+        base_seed = soak::shard_seed(base_seed, i);
+        shard = Some(format!("{i}/{n}"));
+    }
+    if let Some(r) = &a.replay {
+        let rep = load_report(r)?;
+        let failed: Vec<String> = rep
+            .rows
+            .iter()
+            .filter(|r| r.verdict == "fail")
+            .map(|r| r.test.clone())
+            .collect();
+        if failed.is_empty() {
+            return Err(usage(format!(
+                "{}: no failed soak instance to replay",
+                r.display()
+            )));
+        }
+        base_seed = soak::parse_seed(&rep.base_seed).map_err(usage)?;
+        a.ops = rep.ops;
+        a.duration = rep.duration_s;
+        a.profiles = rep.profiles.clone();
+        a.no_overlap = !rep.overlap;
+        a.filters = failed;
+        a.common.flavor = rep.flavor.clone();
+        a.kernel = match rep.kernel_selection.as_str() {
+            "patched" => KernelSel::Patched,
+            "unpatched" => KernelSel::Unpatched,
+            _ => KernelSel::Both,
+        };
+        if a.common.series.is_none() {
+            a.common.series = Some(PathBuf::from(&rep.series));
+        }
+        shard = rep.shard.clone();
+    }
+    for p in &a.profiles {
+        if !PROFILES.contains(&p.as_str()) {
+            return Err(usage(format!(
+                "--profile {p:?}: unknown (known: {})",
+                PROFILES.join(", ")
+            )));
+        }
+    }
+    if a.ops == Some(0) || a.duration == Some(0) {
+        return Err(usage("--ops and --duration must be positive"));
+    }
+    let ops = match (a.ops, a.duration) {
+        (Some(n), _) => Some(n),
+        (None, Some(_)) => None,
+        (None, None) => Some(10_000),
+    };
+    let filters = if a.filters.is_empty() {
+        vec!["soak/*".to_string()]
+    } else {
+        a.filters.clone()
+    };
+    if let Some(bad) = filters.iter().find(|f| !f.starts_with("soak/")) {
+        return Err(usage(format!(
+            "--filter {bad:?}: soak runs soak/* workloads only (use `cargo xtask run` for the suite)"
+        )));
+    }
+    let mut ctx = a.common.context()?;
+    // Timeouts sized to the work: the slowest workload (the pressure
+    // profiles on the slow device) does about 50 ops/s under TCG.
+    let per_test = match (ops, a.duration) {
+        (_, Some(d)) => d + 300,
+        (Some(n), None) => n / 25 + 300,
+        (None, None) => 600,
+    };
+    ctx.cfg.timeouts.test_s = ctx.cfg.timeouts.test_s.max(per_test);
+    ctx.cfg.timeouts.overall_s = ctx.cfg.timeouts.overall_s.max(per_test * INSTANCES + 600);
+    let mut append = a.common.append.clone();
+    append.push(format!("bufaio.soak_seed={base_seed:#x}"));
+    if let Some(n) = ops {
+        append.push(format!("bufaio.soak_ops={n}"));
+    } else if let Some(d) = a.duration {
+        append.push(format!("bufaio.soak_ops={}", u64::MAX / 2));
+        append.push(format!("bufaio.soak_secs={d}"));
+    }
+    if !a.profiles.is_empty() {
+        append.push(format!("bufaio.soak_profile={}", a.profiles.join(",")));
+    }
+    if a.no_overlap {
+        append.push("bufaio.soak_overlap=0".into());
+    }
+    let series = Series::load(&ctx.cfg.series)?;
+    let (run_id, dir) = pipeline::new_run_dir(&ctx.root, "soak")?;
+    ctx.ui.info(format!(
+        "soak {run_id}: base seed {base_seed:#x}{}, {} per instance: {}",
+        shard
+            .as_deref()
+            .map(|s| format!(" (shard {s})"))
+            .unwrap_or_default(),
+        match (ops, a.duration) {
+            (Some(n), _) => format!("{n} ops"),
+            (None, Some(d)) => format!("{d} s"),
+            _ => "?".into(),
+        },
+        dir.display()
+    ));
+    let (src, builds) = pipeline::build_kernels(&ctx, &series, a.kernel, &a.common.flavor, &dir)?;
+    let root = pipeline::guest_image(&ctx)?;
+    let accel = pipeline::accel(&ctx, ctx.cfg.qemu.accel, &builds[0], &root)?;
+    let job = GuestJob::Suite {
+        filters: filters.clone(),
+    };
+    let opts = BootOpts {
+        accel: &accel,
+        append: append.clone(),
+        echo_out: false,
+        progress: ops.map(|n| n * INSTANCES),
+    };
+    let mut results = Vec::new();
+    for kb in &builds {
+        let name: Vec<&str> = kb.variants.iter().map(|v| v.name()).collect();
+        let sub = dir.join(name.join("+"));
+        results.push(pipeline::boot_and_test(&ctx, kb, &root, &job, &opts, &sub)?);
+    }
+    let outcome = results
+        .iter()
+        .map(|r| r.outcome)
+        .fold(Outcome::Pass, Outcome::worst);
+    let rows = soak::rows(&results);
+    let rep = SoakReport {
+        bufaio_soak: 1,
+        run_id: run_id.clone(),
+        base_seed: format!("{base_seed:#x}"),
+        shard,
+        ops,
+        duration_s: a.duration,
+        profiles: a.profiles.clone(),
+        overlap: !a.no_overlap,
+        kernel_selection: format!("{:?}", a.kernel).to_lowercase(),
+        flavor: a.common.flavor.clone(),
+        series: ctx.cfg.series.display().to_string(),
+        filters: filters.clone(),
+        rows: rows.clone(),
+    };
+    std::fs::write(dir.join("soak.json"), serde_json::to_string_pretty(&rep)?)
+        .context("cannot write soak.json")?;
+    let manifest = Manifest {
+        bufaio_manifest: 1,
+        run_id: run_id.clone(),
+        command: "soak".into(),
+        kernel_selection: rep.kernel_selection.clone(),
+        flavor: a.common.flavor.clone(),
+        filters: filters.clone(),
+        append,
+        source: report::source_of(&src),
+        patches: report::patches_of(&series.patches),
+        kernels: report::kernels_of(&builds, &results),
+        toolchain: report::toolchain(&ctx.cfg.qemu.binary),
+        accel: format!("{:?}: {}", accel.accel, accel.reason),
+        config: ctx.cfg.clone(),
+    };
+    manifest.write(&dir)?;
+    let summary = RunSummary {
+        run_id: &run_id,
+        outcome,
+        exit_code: outcome.code(),
+        kernels: &results,
+    };
+    std::fs::write(
+        dir.join("results.json"),
+        serde_json::to_string_pretty(&summary)?,
+    )
+    .context("cannot write results.json")?;
+    crate::gha::publish(&serde_json::to_value(&summary)?);
+    let table = soak::table(&rows);
+    std::fs::write(dir.join("summary.md"), &table)?;
+    println!("\n{table}");
+    for r in rows.iter().filter(|r| r.verdict == "fail") {
+        println!(
+            "{} on {}: FAILED after {} ops (seed {})\n{}\n  replay: cargo xtask soak --replay {}",
+            r.test,
+            r.kernel,
+            r.ops,
+            r.seed.as_deref().unwrap_or("?"),
+            r.failure.as_deref().unwrap_or(""),
+            dir.display()
+        );
+    }
+    for r in &results {
+        let v: Vec<&str> = r.variants.iter().map(|v| v.name()).collect();
+        println!(
+            "{}: {} — {} (kernel {}, {:?})",
+            v.join("+"),
+            r.outcome.label(),
+            r.reason,
+            r.kernel_release.as_deref().unwrap_or("?"),
+            r.accel
+        );
+        if let Some(s) = r.splats.iter().find(|s| !s.allowed) {
+            println!(
+                "first splat ({}:{}):\n{}",
+                r.dir.join("console.log").display(),
+                s.line,
+                s.excerpt
+            );
+        }
+    }
+    println!(
+        "outcome: {} (exit {}) — base seed {base_seed:#x} — artifacts: {}",
+        outcome.label(),
+        outcome.code(),
+        dir.display()
+    );
+    Ok(outcome.code())
+}
+
+/// A seed nobody chose: time and pid.
+fn fresh_seed() -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    soak::shard_seed(t ^ u64::from(std::process::id()), 1)
+}
