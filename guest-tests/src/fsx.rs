@@ -1162,10 +1162,13 @@ fn pread_full(f: &File, buf: &mut [u8], off: u64) -> Result<usize, String> {
     Ok(done)
 }
 
-/// `sync`, then drop the page cache, dentries and inodes.
+/// `sync`, then drop the page cache, dentries and inodes. (Writing 4 first
+/// stops the kernel logging each drop: the bit is sticky, and values are
+/// 1..=4, so 7 is refused.)
 pub fn drop_caches() -> Result<(), String> {
     crate::sys::sync();
-    std::fs::write("/proc/sys/vm/drop_caches", "7\n")
+    let _ = std::fs::write("/proc/sys/vm/drop_caches", "4\n");
+    std::fs::write("/proc/sys/vm/drop_caches", "3\n")
         .map_err(|e| format!("write /proc/sys/vm/drop_caches: {e}"))
 }
 

@@ -349,8 +349,10 @@ impl Pressure {
                     })?;
                 }
                 Profile::DropCaches => {
+                    // 4: the kernel stops logging every drop (sticky bit).
+                    let _ = std::fs::write("/proc/sys/vm/drop_caches", "4\n");
                     p.spawn(&stop_r, "drop_caches", || {
-                        let _ = std::fs::write("/proc/sys/vm/drop_caches", "5\n");
+                        let _ = std::fs::write("/proc/sys/vm/drop_caches", "1\n");
                         sleep_us(20_000);
                     })?;
                 }

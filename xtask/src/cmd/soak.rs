@@ -109,7 +109,6 @@ pub fn main(mut a: Args) -> Result<i32> {
             Outcome::TestFailed.code()
         });
     }
-    crate::deps::check()?;
     let mut base_seed = match &a.seed {
         Some(s) => soak::parse_seed(s).map_err(usage)?,
         None => fresh_seed(),
@@ -177,6 +176,7 @@ pub fn main(mut a: Args) -> Result<i32> {
             "--filter {bad:?}: soak runs soak/* workloads only (use `cargo xtask run` for the suite)"
         )));
     }
+    crate::deps::check()?;
     let mut ctx = a.common.context()?;
     // Timeouts sized to the work: the slowest workload (the pressure
     // profiles on the slow device) does about 50 ops/s under TCG.
