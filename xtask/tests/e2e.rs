@@ -225,7 +225,7 @@ fn workflows_pass_actionlint_and_zizmor() {
     let (code, text, _) = xtask(&["lint-workflows"]);
     assert_eq!(code, 0, "{text}");
     assert!(
-        text.contains("actionlint: 3 file(s), 0 finding(s)"),
+        text.contains("actionlint: 4 file(s), 0 finding(s)"),
         "{text}"
     );
     assert!(text.contains("No findings to report"), "{text}");
