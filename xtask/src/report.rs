@@ -139,6 +139,93 @@ impl Manifest {
     }
 }
 
+/// What a boot-and-test command (`run`, `soak`) records at its end.
+pub struct RunRecord<'a> {
+    pub run_id: &'a str,
+    pub command: &'a str,
+    pub kernel_selection: String,
+    pub flavor: &'a str,
+    pub filters: &'a [String],
+    pub append: &'a [String],
+    pub source: &'a Fetched,
+    pub patches: &'a [PatchInfo],
+    pub builds: &'a [KernelBuild],
+    pub results: &'a [KernelResult],
+    pub accel: &'a crate::vm::AccelChoice,
+    pub config: &'a Config,
+}
+
+/// Writes `manifest.yaml` and `results.json` into `dir`, publishes the
+/// summary to GitHub Actions when running there; returns the worst outcome.
+pub fn finish_run(dir: &Path, rec: &RunRecord) -> Result<Outcome> {
+    let outcome = rec
+        .results
+        .iter()
+        .map(|r| r.outcome)
+        .fold(Outcome::Pass, Outcome::worst);
+    let manifest = Manifest {
+        bufaio_manifest: 1,
+        run_id: rec.run_id.to_string(),
+        command: rec.command.to_string(),
+        kernel_selection: rec.kernel_selection.clone(),
+        flavor: rec.flavor.to_string(),
+        filters: rec.filters.to_vec(),
+        append: rec.append.to_vec(),
+        source: source_of(rec.source),
+        patches: patches_of(rec.patches),
+        kernels: kernels_of(rec.builds, rec.results),
+        toolchain: toolchain(&rec.config.qemu.binary),
+        accel: format!("{:?}: {}", rec.accel.accel, rec.accel.reason),
+        config: rec.config.clone(),
+    };
+    manifest.write(dir)?;
+    let summary = RunSummary {
+        run_id: rec.run_id,
+        outcome,
+        exit_code: outcome.code(),
+        kernels: rec.results,
+    };
+    std::fs::write(
+        dir.join("results.json"),
+        serde_json::to_string_pretty(&summary)?,
+    )
+    .context("cannot write results.json")?;
+    crate::gha::publish(&serde_json::to_value(&summary)?);
+    Ok(outcome)
+}
+
+/// One line per booted kernel (outcome, reason, release, filesystems,
+/// accelerator, boot→ready) and the first splat's excerpt where there is one.
+pub fn kernel_lines(results: &[KernelResult]) -> String {
+    let mut s = String::new();
+    for r in results {
+        let v: Vec<&str> = r.variants.iter().map(|v| v.name()).collect();
+        let _ = writeln!(
+            s,
+            "{}: {} — {} (kernel {}, {} on {:?}, boot→ready {})",
+            v.join("+"),
+            r.outcome.label(),
+            r.reason,
+            r.kernel_release.as_deref().unwrap_or("?"),
+            r.filesystems.as_deref().unwrap_or("?"),
+            r.accel,
+            r.boot_to_ready_ms
+                .map(|ms| format!("{:.2}s", ms as f64 / 1000.0))
+                .unwrap_or_else(|| "never".into())
+        );
+        if let Some(sp) = r.splats.iter().find(|sp| !sp.allowed) {
+            let _ = writeln!(
+                s,
+                "first splat ({}:{}):\n{}",
+                r.dir.join("console.log").display(),
+                sp.line,
+                sp.excerpt
+            );
+        }
+    }
+    s
+}
+
 #[derive(Debug, Serialize)]
 pub struct RunSummary<'a> {
     pub run_id: &'a str,

@@ -2,43 +2,10 @@
 //! suite). Tests share one kernel build through the cache and run one VM at a
 //! time (a global lock), since a 2-core host cannot run two TCG guests well.
 
+mod common;
+
+use common::{artifacts, root, xtask};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::Mutex;
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn xtask(args: &[&str]) -> (i32, String, Output) {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(args)
-        .current_dir(root())
-        .env_remove("GITHUB_ACTIONS")
-        .output()
-        .expect("run xtask");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    eprintln!("--- xtask {args:?}\n{text}");
-    (out.status.code().unwrap_or(-1), text, out)
-}
-
-fn artifacts(text: &str) -> PathBuf {
-    let line = text
-        .lines()
-        .find_map(|l| l.split("artifacts: ").nth(1))
-        .expect("run printed its artifacts dir");
-    PathBuf::from(line.trim())
-}
 
 fn results(dir: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).unwrap()).unwrap()

@@ -3,42 +3,15 @@
 //! test — it must find the v1 series' lost appends and reordered writes,
 //! and a `--replay` of the failed run must fail again.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::Mutex;
+mod common;
 
-static SERIAL: Mutex<()> = Mutex::new(());
+use common::artifacts;
+use std::path::Path;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
+/// `xtask ARGS` → (exit code, stdout+stderr).
 fn xtask(args: &[&str]) -> (i32, String) {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(args)
-        .current_dir(root())
-        .env_remove("GITHUB_ACTIONS")
-        .output()
-        .expect("run xtask");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    eprintln!("--- xtask {args:?}\n{text}");
-    (out.status.code().unwrap_or(-1), text)
-}
-
-fn artifacts(text: &str) -> PathBuf {
-    let line = text
-        .lines()
-        .find_map(|l| l.split("artifacts: ").nth(1))
-        .expect("soak printed its artifacts dir");
-    PathBuf::from(line.trim())
+    let (code, text, _) = common::xtask(args);
+    (code, text)
 }
 
 fn soak_json(dir: &Path) -> serde_json::Value {

@@ -3,11 +3,10 @@
 
 use super::Common;
 use crate::error::usage;
-use crate::exitcode::Outcome;
 use crate::patch::Series;
 use crate::pipeline::{self, BootOpts, GuestJob, KernelSel};
-use crate::report::{self, Manifest, RunSummary};
-use anyhow::{Context, Result};
+use crate::report::{self, Manifest, RunRecord};
+use anyhow::Result;
 use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
@@ -90,64 +89,27 @@ pub fn main(mut a: Args) -> Result<i32> {
         let r = pipeline::boot_and_test(&ctx, kb, &root, &job, &opts, &sub)?;
         results.push(r);
     }
-    let outcome = results
-        .iter()
-        .map(|r| r.outcome)
-        .fold(Outcome::Pass, Outcome::worst);
-    let manifest = Manifest {
-        bufaio_manifest: 1,
-        run_id: run_id.clone(),
-        command: "run".into(),
-        kernel_selection: format!("{:?}", a.kernel).to_lowercase(),
-        flavor: a.common.flavor.clone(),
-        filters: a.filters.clone(),
-        append: a.common.append.clone(),
-        source: report::source_of(&src),
-        patches: report::patches_of(&series.patches),
-        kernels: report::kernels_of(&builds, &results),
-        toolchain: report::toolchain(&ctx.cfg.qemu.binary),
-        accel: format!("{:?}: {}", accel.accel, accel.reason),
-        config: ctx.cfg.clone(),
-    };
-    manifest.write(&dir)?;
-    let summary = RunSummary {
-        run_id: &run_id,
-        outcome,
-        exit_code: outcome.code(),
-        kernels: &results,
-    };
-    std::fs::write(
-        dir.join("results.json"),
-        serde_json::to_string_pretty(&summary)?,
-    )
-    .context("cannot write results.json")?;
-    crate::gha::publish(&serde_json::to_value(&summary)?);
+    let outcome = report::finish_run(
+        &dir,
+        &RunRecord {
+            run_id: &run_id,
+            command: "run",
+            kernel_selection: format!("{:?}", a.kernel).to_lowercase(),
+            flavor: &a.common.flavor,
+            filters: &a.filters,
+            append: &a.common.append,
+            source: &src,
+            patches: &series.patches,
+            builds: &builds,
+            results: &results,
+            accel: &accel,
+            config: &ctx.cfg,
+        },
+    )?;
     let table = report::table(&results);
     std::fs::write(dir.join("summary.md"), &table)?;
     println!("\n{table}");
-    for r in &results {
-        let v: Vec<&str> = r.variants.iter().map(|v| v.name()).collect();
-        println!(
-            "{}: {} — {} (kernel {}, {} on {:?}, boot→ready {})",
-            v.join("+"),
-            r.outcome.label(),
-            r.reason,
-            r.kernel_release.as_deref().unwrap_or("?"),
-            r.filesystems.as_deref().unwrap_or("?"),
-            r.accel,
-            r.boot_to_ready_ms
-                .map(|ms| format!("{:.2}s", ms as f64 / 1000.0))
-                .unwrap_or_else(|| "never".into())
-        );
-        if let Some(s) = r.splats.iter().find(|s| !s.allowed) {
-            println!(
-                "first splat ({}:{}):\n{}",
-                r.dir.join("console.log").display(),
-                s.line,
-                s.excerpt
-            );
-        }
-    }
+    print!("{}", report::kernel_lines(&results));
     println!(
         "outcome: {} (exit {}) — artifacts: {}",
         outcome.label(),

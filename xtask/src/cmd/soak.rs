@@ -8,7 +8,7 @@ use crate::error::usage;
 use crate::exitcode::Outcome;
 use crate::patch::Series;
 use crate::pipeline::{self, BootOpts, GuestJob, KernelSel};
-use crate::report::{self, Manifest, RunSummary};
+use crate::report::{self, RunRecord};
 use crate::soak::{self, SoakReport};
 use anyhow::{Context, Result};
 use std::path::PathBuf;
@@ -234,10 +234,23 @@ pub fn main(mut a: Args) -> Result<i32> {
         let sub = dir.join(name.join("+"));
         results.push(pipeline::boot_and_test(&ctx, kb, &root, &job, &opts, &sub)?);
     }
-    let outcome = results
-        .iter()
-        .map(|r| r.outcome)
-        .fold(Outcome::Pass, Outcome::worst);
+    let outcome = report::finish_run(
+        &dir,
+        &RunRecord {
+            run_id: &run_id,
+            command: "soak",
+            kernel_selection: format!("{:?}", a.kernel).to_lowercase(),
+            flavor: &a.common.flavor,
+            filters: &filters,
+            append: &append,
+            source: &src,
+            patches: &series.patches,
+            builds: &builds,
+            results: &results,
+            accel: &accel,
+            config: &ctx.cfg,
+        },
+    )?;
     let rows = soak::rows(&results);
     let rep = SoakReport {
         bufaio_soak: 1,
@@ -256,34 +269,6 @@ pub fn main(mut a: Args) -> Result<i32> {
     };
     std::fs::write(dir.join("soak.json"), serde_json::to_string_pretty(&rep)?)
         .context("cannot write soak.json")?;
-    let manifest = Manifest {
-        bufaio_manifest: 1,
-        run_id: run_id.clone(),
-        command: "soak".into(),
-        kernel_selection: rep.kernel_selection.clone(),
-        flavor: a.common.flavor.clone(),
-        filters: filters.clone(),
-        append,
-        source: report::source_of(&src),
-        patches: report::patches_of(&series.patches),
-        kernels: report::kernels_of(&builds, &results),
-        toolchain: report::toolchain(&ctx.cfg.qemu.binary),
-        accel: format!("{:?}: {}", accel.accel, accel.reason),
-        config: ctx.cfg.clone(),
-    };
-    manifest.write(&dir)?;
-    let summary = RunSummary {
-        run_id: &run_id,
-        outcome,
-        exit_code: outcome.code(),
-        kernels: &results,
-    };
-    std::fs::write(
-        dir.join("results.json"),
-        serde_json::to_string_pretty(&summary)?,
-    )
-    .context("cannot write results.json")?;
-    crate::gha::publish(&serde_json::to_value(&summary)?);
     let table = soak::table(&rows);
     std::fs::write(dir.join("summary.md"), &table)?;
     println!("\n{table}");
@@ -298,25 +283,7 @@ pub fn main(mut a: Args) -> Result<i32> {
             dir.display()
         );
     }
-    for r in &results {
-        let v: Vec<&str> = r.variants.iter().map(|v| v.name()).collect();
-        println!(
-            "{}: {} — {} (kernel {}, {:?})",
-            v.join("+"),
-            r.outcome.label(),
-            r.reason,
-            r.kernel_release.as_deref().unwrap_or("?"),
-            r.accel
-        );
-        if let Some(s) = r.splats.iter().find(|s| !s.allowed) {
-            println!(
-                "first splat ({}:{}):\n{}",
-                r.dir.join("console.log").display(),
-                s.line,
-                s.excerpt
-            );
-        }
-    }
+    print!("{}", report::kernel_lines(&results));
     println!(
         "outcome: {} (exit {}) — base seed {base_seed:#x} — artifacts: {}",
         outcome.label(),
