@@ -203,6 +203,57 @@ pub fn guest_image(ctx: &Ctx) -> Result<RootImage> {
     rootfs::root_image(&ctx.root, &bin, &ctx.ui)
 }
 
+/// Refuses (exit 129) a test filter that selects no test, before any
+/// kernel is built: the static guest binary lists its tests on the host.
+pub fn check_filters(ctx: &Ctx, filters: &[String]) -> Result<()> {
+    if filters.is_empty() {
+        return Ok(());
+    }
+    let bin = rootfs::build_guest(&ctx.root, &ctx.ui)?;
+    let list = |filter: Option<&str>| -> Result<Vec<String>> {
+        let mut c = std::process::Command::new(&bin);
+        c.arg("--list");
+        if let Some(f) = filter {
+            c.arg("--filter").arg(f);
+        }
+        let out = c
+            .output()
+            .with_context(|| format!("cannot run {} --list", bin.display()))?;
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect())
+    };
+    if !list(Some(&filters.join(",")))?.is_empty() {
+        return Ok(());
+    }
+    let all = list(None)?;
+    Err(crate::error::usage(format!(
+        "--filter {}: matches no test; nearest: {}",
+        filters.join(","),
+        nearest(&filters[0], &all).join(", ")
+    )))
+}
+
+/// Up to five test names sharing the longest prefix with `glob`'s literal
+/// start.
+pub fn nearest(glob: &str, names: &[String]) -> Vec<String> {
+    let lit: &str = glob.split(['*', '?']).next().unwrap_or("");
+    let common = |n: &str| {
+        lit.chars()
+            .zip(n.chars())
+            .take_while(|(a, b)| a == b)
+            .count()
+    };
+    let best = names.iter().map(|n| common(n)).max().unwrap_or(0);
+    names
+        .iter()
+        .filter(|n| common(n) == best)
+        .take(5)
+        .cloned()
+        .collect()
+}
+
 /// What to do in the guest.
 #[derive(Debug, Clone)]
 pub enum GuestJob {
@@ -667,6 +718,25 @@ mod tests {
         let (o, why) = exitcode::classify(&r, &[], &VmEnd::Exited, false);
         assert_eq!(o, Outcome::TestFailed, "{why}");
         assert!(why.contains("read/batch@ext2"), "{why}");
+    }
+
+    #[test]
+    fn nearest_names() {
+        let names: Vec<String> = [
+            "read/nowait@ext2",
+            "read/nowait@ext3",
+            "write/eio@ext2",
+            "soak/fsx@ext2",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(
+            nearest("read/nowiat*", &names),
+            ["read/nowait@ext2", "read/nowait@ext3"]
+        );
+        assert_eq!(nearest("soak/fxs", &names), ["soak/fsx@ext2"]);
+        assert_eq!(nearest("zzz", &names).len(), 4);
     }
 
     #[test]

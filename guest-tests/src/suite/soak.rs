@@ -432,6 +432,10 @@ impl Pressure {
 
     /// Stops the children, thaws, restores the sysctls.
     fn stop(mut self) -> Result<(), String> {
+        self.cleanup()
+    }
+
+    fn cleanup(&mut self) -> Result<(), String> {
         self.stop_w = None;
         let mut errs = Vec::new();
         for &c in &self.children {
@@ -467,14 +471,24 @@ impl Pressure {
             }
         }
         if self.signals {
+            self.signals = false;
             // SAFETY: back to the default disposition.
             unsafe { libc::signal(libc::SIGUSR1, libc::SIG_DFL) };
         }
+        self.freeze_dir = None;
         if errs.is_empty() {
             Ok(())
         } else {
             Err(errs.join("; "))
         }
+    }
+}
+
+impl Drop for Pressure {
+    /// A test that panics (the runner catches it) must not leave the
+    /// filesystem frozen or the dirty limits tiny for the tests after it.
+    fn drop(&mut self) {
+        let _ = self.cleanup();
     }
 }
 

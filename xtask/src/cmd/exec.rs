@@ -31,6 +31,13 @@ pub fn main(a: Args) -> Result<i32> {
     if a.cmd.is_empty() {
         return Err(usage("exec needs a command after `--`"));
     }
+    for f in &a.add {
+        match std::fs::metadata(f) {
+            Ok(m) if m.is_file() => {}
+            Ok(_) => return Err(usage(format!("--add {}: not a regular file", f.display()))),
+            Err(e) => return Err(usage(format!("--add {}: {e}", f.display()))),
+        }
+    }
     let ctx = a.common.context()?;
     let series = Series::load(&ctx.cfg.series)?;
     let (_id, dir) = pipeline::new_run_dir(&ctx.root, "exec")?;

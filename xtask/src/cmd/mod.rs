@@ -21,6 +21,9 @@ use crate::ui::Ui;
 use anyhow::Result;
 use std::path::{Path, PathBuf};
 
+/// Smallest `--memory` accepted.
+pub const MIN_MEMORY_MIB: u32 = 64;
+
 /// Options shared by every subcommand that boots a kernel.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Common {
@@ -70,6 +73,7 @@ impl Common {
         } else {
             self.config.clone()
         };
+        self.check().map_err(crate::error::usage)?;
         let mut cfg = Config::load(&path).map_err(|e| crate::error::usage(format!("{e:#}")))?;
         self.apply(&mut cfg);
         Ok(Ctx {
@@ -79,6 +83,25 @@ impl Common {
             ui: Ui::new(),
             prebuilt: self.bzimage.clone(),
         })
+    }
+
+    /// Values no guest can run with, refused on the host before anything
+    /// is built (exit 129), not found out as a silent or crashed guest.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        if self.test_timeout == Some(0) {
+            return Err("--test-timeout 0: expected a positive number of seconds".into());
+        }
+        if self.cpus == Some(0) {
+            return Err("--cpus 0: expected at least 1".into());
+        }
+        if let Some(m) = self.memory {
+            if m < MIN_MEMORY_MIB {
+                return Err(format!(
+                    "--memory {m}: the guest needs at least {MIN_MEMORY_MIB} MiB"
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// CLI flags override the file.

@@ -60,6 +60,7 @@ pub fn main(mut a: Args) -> Result<i32> {
             )));
         }
     }
+    pipeline::check_filters(&ctx, &filters)?;
     let (run_id, dir) = pipeline::new_run_dir(&ctx.root, "run")?;
     ctx.ui.info(format!("run {run_id}: {}", dir.display()));
     let (src, builds) = pipeline::build_kernels(&ctx, &series, a.kernel, &a.common.flavor, &dir)?;

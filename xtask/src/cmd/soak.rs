@@ -202,6 +202,7 @@ pub fn main(mut a: Args) -> Result<i32> {
         append.push("bufaio.soak_overlap=0".into());
     }
     let series = Series::load(&ctx.cfg.series)?;
+    pipeline::check_filters(&ctx, &filters)?;
     let (run_id, dir) = pipeline::new_run_dir(&ctx.root, "soak")?;
     ctx.ui.info(format!(
         "soak {run_id}: base seed {base_seed:#x}{}, {} per instance: {}",
