@@ -41,6 +41,12 @@ pub enum Profile {
     /// Another process sends the submitter SIGUSR1 every 0.5 ms (handler
     /// installed without SA_RESTART: every interruptible wait is broken).
     Signals,
+    /// Another process stops the submitter (SIGSTOP) for 5 ms every 25 ms:
+    /// completions and retries must not depend on it running.
+    Stop,
+    /// Another process holds and keeps touching anonymous memory, 60 % of
+    /// what was available: reclaim takes page cache from under the IO.
+    Memory,
 }
 
 pub const PROFILES: &[(&str, Profile)] = &[
@@ -50,6 +56,8 @@ pub const PROFILES: &[(&str, Profile)] = &[
     ("cpu_hog", Profile::CpuHog),
     ("contender", Profile::Contender),
     ("signals", Profile::Signals),
+    ("stop", Profile::Stop),
+    ("memory", Profile::Memory),
 ];
 
 /// Parses profile names (`all` = every profile).
@@ -336,6 +344,54 @@ impl Pressure {
                         sleep_us(500);
                     })?;
                 }
+                Profile::Stop => {
+                    let parent = sys::getpid();
+                    p.spawn_with_exit(
+                        &stop_r,
+                        "stop",
+                        move || {
+                            let _ = sys::kill(parent, libc::SIGSTOP);
+                            sleep_us(5000);
+                            let _ = sys::kill(parent, libc::SIGCONT);
+                            sleep_us(20_000);
+                        },
+                        move || {
+                            let _ = sys::kill(parent, libc::SIGCONT);
+                        },
+                    )?;
+                }
+                Profile::Memory => {
+                    let avail =
+                        mem_available_kib().ok_or("cannot read MemAvailable from /proc/meminfo")?;
+                    let len = (avail as usize * 1024 / 10 * 6) & !4095;
+                    // SAFETY: a private anonymous mapping owned by the child
+                    // (mapped after fork: not shared with the submitter).
+                    p.spawn_with_init(&stop_r, "memory", move || unsafe {
+                        let m = libc::mmap(
+                            std::ptr::null_mut(),
+                            len,
+                            libc::PROT_READ | libc::PROT_WRITE,
+                            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                            -1,
+                            0,
+                        );
+                        if m == libc::MAP_FAILED {
+                            sys::exit_now(3);
+                        }
+                        let base = m as *mut u8;
+                        let mut round: u8 = 0;
+                        move || {
+                            round = round.wrapping_add(1);
+                            let mut off = 0;
+                            while off < len {
+                                // SAFETY: inside the mapping made above.
+                                *base.add(off) = round;
+                                off += 4096;
+                            }
+                            sleep_us(100_000);
+                        }
+                    })?;
+                }
                 Profile::Freeze => {
                     p.freeze_dir = Some(mnt.clone());
                     let dir =
@@ -403,11 +459,41 @@ impl Pressure {
     }
 
     /// Forks a child that runs `step` until the stop pipe closes.
-    fn spawn(
+    fn spawn(&mut self, stop_r: &OwnedFd, what: &str, step: impl FnMut()) -> Result<(), String> {
+        self.spawn_with_exit(stop_r, what, step, || {})
+    }
+
+    /// [`Pressure::spawn`] whose step is made in the child by `init`.
+    fn spawn_with_init<S: FnMut()>(
+        &mut self,
+        stop_r: &OwnedFd,
+        what: &str,
+        init: impl FnOnce() -> S,
+    ) -> Result<(), String> {
+        let mut init = Some(init);
+        let mut step: Option<S> = None;
+        self.spawn_with_exit(
+            stop_r,
+            what,
+            move || {
+                if step.is_none() {
+                    step = init.take().map(|f| f());
+                }
+                if let Some(s) = step.as_mut() {
+                    s();
+                }
+            },
+            || {},
+        )
+    }
+
+    /// [`Pressure::spawn`] with `on_exit` run in the child when it stops.
+    fn spawn_with_exit(
         &mut self,
         stop_r: &OwnedFd,
         what: &str,
         mut step: impl FnMut(),
+        on_exit: impl FnOnce(),
     ) -> Result<(), String> {
         let pid = sys::fork().map_err(|e| format!("fork ({what}): {e}"))?;
         if pid == 0 {
@@ -421,6 +507,7 @@ impl Pressure {
             unsafe { libc::signal(libc::SIGUSR1, libc::SIG_IGN) };
             loop {
                 if sys::poll_readable(stop_r, Duration::ZERO).unwrap_or(true) {
+                    on_exit();
                     sys::exit_now(0);
                 }
                 step();
@@ -490,6 +577,14 @@ impl Drop for Pressure {
     fn drop(&mut self) {
         let _ = self.cleanup();
     }
+}
+
+fn mem_available_kib() -> Option<u64> {
+    let t = std::fs::read_to_string("/proc/meminfo").ok()?;
+    t.lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
 }
 
 fn sleep_us(us: u64) {

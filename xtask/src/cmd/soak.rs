@@ -21,6 +21,8 @@ const PROFILES: &[&str] = &[
     "cpu_hog",
     "contender",
     "signals",
+    "stop",
+    "memory",
     "all",
 ];
 
@@ -45,7 +47,7 @@ pub struct Args {
     pub seed: Option<String>,
     /// Pressure profile(s) for soak/fsx_pressure (and, given, for the other
     /// workloads too): dirty, freeze, drop_caches, cpu_hog, contender,
-    /// signals, all. Default for soak/fsx_pressure: all.
+    /// signals, stop, memory, all. Default for soak/fsx_pressure: all.
     #[arg(long = "profile", value_delimiter = ',')]
     pub profiles: Vec<String>,
     /// This run is shard I of N: its base seed is derived from --seed and I.
