@@ -127,7 +127,15 @@ fn run_fsx(ctx: &Ctx, test: &str, default_ops: u64, default_profiles: &[Profile]
         profiles.clear();
     }
     let mut p = Params::new(seed, ops);
-    p.max_time = cfg.secs.map(Duration::from_secs);
+    // Unsized (the normal suite): the default operation count, but at most
+    // 30 s, so a slow (debug, TCG) kernel does not run into the test
+    // timeout; the operations done are reported either way.
+    let unsized_run = cfg.ops.is_none() && cfg.secs.is_none();
+    p.max_time = match cfg.secs {
+        Some(s) => Some(Duration::from_secs(s)),
+        None if unsized_run => Some(Duration::from_secs(30)),
+        None => None,
+    };
     p.drop_caches = ctx.guest && ctx.root;
     p.big_appends = profiles.contains(&Profile::Dirty);
     p.overlapping_writes = !cfg.no_overlap;
@@ -178,7 +186,7 @@ fn run_fsx(ctx: &Ctx, test: &str, default_ops: u64, default_profiles: &[Profile]
         Ok(st) => {
             println!("{}", st.summary(seed));
             stopped.map_err(Stop::Fail)?;
-            if cfg.secs.is_none() && st.ops < ops {
+            if sized_by_ops(&cfg) && st.ops < ops {
                 return Err(Stop::Fail(format!("ran {} of {ops} ops", st.ops)));
             }
             Ok(())
@@ -577,6 +585,11 @@ impl Drop for Pressure {
     fn drop(&mut self) {
         let _ = self.cleanup();
     }
+}
+
+/// Whether the run was sized by operations alone (then all must be done).
+fn sized_by_ops(cfg: &SoakConfig) -> bool {
+    cfg.secs.is_none() && cfg.ops.is_some()
 }
 
 fn mem_available_kib() -> Option<u64> {
