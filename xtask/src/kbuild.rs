@@ -126,6 +126,7 @@ pub fn build(
             .env("CCACHE_NOHASHDIR", "1")
             .env("CCACHE_BASEDIR", &tree.path);
     }
+    crate::proc::die_with_parent(&mut cmd);
     let mut child = cmd.spawn().context("cannot start make")?;
     let stderr = child.stderr.take().context("no stderr pipe")?;
     let (tx, rx) = std::sync::mpsc::channel::<String>();

@@ -18,6 +18,7 @@ mod kconfig;
 mod ktap;
 mod patch;
 mod pipeline;
+mod proc;
 mod qemu;
 mod report;
 mod rootfs;

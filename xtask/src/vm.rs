@@ -95,12 +95,13 @@ pub fn run_observed(
     let stderr_log = console_log.with_file_name("qemu-stderr.log");
     let stderr_file = fs::File::create(&stderr_log)?;
     let start = Instant::now();
-    let child = Command::new(&argv[0])
-        .args(&argv[1..])
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(stderr_file)
-        .spawn();
+        .stderr(stderr_file);
+    crate::proc::die_with_parent(&mut cmd);
+    let child = cmd.spawn();
     let mut child = match child {
         Ok(c) => c,
         Err(e) => {

@@ -17,10 +17,15 @@ pub fn root() -> PathBuf {
         .to_path_buf()
 }
 
+/// Holds the one-VM-at-a-time lock of this test binary.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Runs `xtask ARGS` in the workspace root (outside GitHub Actions mode);
 /// returns its exit code, stdout+stderr, and the raw output.
 pub fn xtask(args: &[&str]) -> (i32, String, Output) {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = serial();
     let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
         .args(args)
         .current_dir(root())
