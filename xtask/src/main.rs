@@ -114,6 +114,7 @@ fn main() {
             std::process::exit(code);
         }
     };
+    proc::mark_runs_on_signals();
     let r = match cli.cmd {
         Cmd::Deps { install } => deps::cmd(install),
         Cmd::Fetch { config } => fetch_only(config),

@@ -695,6 +695,7 @@ pub fn new_run_dir(root: &Path, tag: &str) -> Result<(String, PathBuf)> {
     let id = format!("{stamp}-{tag}-{}", std::process::id());
     let dir = runs.join(&id);
     fs::create_dir_all(&dir)?;
+    crate::proc::set_run_dir(&dir);
     let tmp_link = runs.join(format!(".latest-{}", std::process::id()));
     let _ = fs::remove_file(&tmp_link);
     std::os::unix::fs::symlink(&id, &tmp_link)?;

@@ -191,6 +191,7 @@ pub fn finish_run(dir: &Path, rec: &RunRecord) -> Result<Outcome> {
     )
     .context("cannot write results.json")?;
     crate::gha::publish(&serde_json::to_value(&summary)?);
+    crate::proc::clear_run_dir();
     Ok(outcome)
 }
 

@@ -173,7 +173,7 @@ fn qemu_pids(needle: &str) -> Vec<u32> {
 
 /// Issue 18, first row: SIGINT (a terminal's ^C; SIGTERM from `timeout`
 /// or CI cancel acts alike) of a run whose guest is up must not leave QEMU
-/// running on with PPID 1.
+/// running on with PPID 1, and the run dir must say it is incomplete.
 #[test]
 fn sigint_during_a_run_leaves_no_qemu() {
     use std::io::{BufRead, BufReader};
@@ -222,7 +222,18 @@ fn sigint_during_a_run_leaves_no_qemu() {
     // SAFETY: a signal to our own child process.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
     let st = child.wait().unwrap();
-    assert!(!st.success(), "{st:?}");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        st.signal(),
+        Some(libc::SIGINT),
+        "ends as SIGINT would: {st:?}"
+    );
+    let mark = common::root()
+        .join("target/runs")
+        .join(&run_id)
+        .join("INTERRUPTED");
+    let text = std::fs::read_to_string(&mark).unwrap_or_else(|e| panic!("{}: {e}", mark.display()));
+    assert!(text.contains("results are incomplete"), "{text}");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while !qemu_pids(&run_id).is_empty() && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(100));
