@@ -26,6 +26,7 @@ usage:
                                       run the suite on this machine in DIR (KTAP on stdout)
   guest-tests --list [--host] [--filter GLOB[,GLOB..]]
                                       print test names
+  guest-tests --soak-profiles         print the soak pressure profile names
   guest-tests --run-one NAME --dir DIR [--guest]
                                       run one test in this process (used by the runner)";
 
@@ -34,6 +35,7 @@ struct Args {
     init: bool,
     host: bool,
     list: bool,
+    soak_profiles: bool,
     guest: bool,
     help: bool,
     run_one: Option<String>,
@@ -55,6 +57,7 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
             "--init" => a.init = true,
             "--host" => a.host = true,
             "--list" => a.list = true,
+            "--soak-profiles" => a.soak_profiles = true,
             "--guest" => a.guest = true,
             "--help" | "-h" => a.help = true,
             "--run-one" => a.run_one = Some(value(arg)?),
@@ -99,6 +102,13 @@ fn main() {
             std::process::exit(2);
         };
         std::process::exit(runner::run_one(name, dir, args.guest));
+    }
+    if args.soak_profiles {
+        for (name, _) in suite::soak::PROFILES {
+            println!("{name}");
+        }
+        println!("all");
+        return;
     }
     if args.list {
         let labels: Vec<&str> = if args.host {

@@ -203,6 +203,20 @@ pub fn guest_image(ctx: &Ctx) -> Result<RootImage> {
     rootfs::root_image(&ctx.root, &bin, &ctx.ui)
 }
 
+/// The soak pressure profile names the guest knows (`all` included), from
+/// the static guest binary run on the host: the guest's list is the one list.
+pub fn soak_profiles(ctx: &Ctx) -> Result<Vec<String>> {
+    let bin = rootfs::build_guest(&ctx.root, &ctx.ui)?;
+    let out = std::process::Command::new(&bin)
+        .arg("--soak-profiles")
+        .output()
+        .with_context(|| format!("cannot run {} --soak-profiles", bin.display()))?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect())
+}
+
 /// Refuses (exit 129) a test filter that selects no test, before any
 /// kernel is built: the static guest binary lists its tests on the host.
 pub fn check_filters(ctx: &Ctx, filters: &[String]) -> Result<()> {

@@ -13,19 +13,6 @@ use crate::soak::{self, SoakReport};
 use anyhow::{Context, Result};
 use std::path::PathBuf;
 
-/// The guest's soak profiles (guest-tests/src/suite/soak.rs).
-const PROFILES: &[&str] = &[
-    "dirty",
-    "freeze",
-    "drop_caches",
-    "cpu_hog",
-    "contender",
-    "signals",
-    "stop",
-    "memory",
-    "all",
-];
-
 /// Soak test instances per filesystem (soak/fsx, soak/fsx_slow,
 /// soak/fsx_pressure) on two filesystems.
 const INSTANCES: u64 = 6;
@@ -152,14 +139,6 @@ pub fn main(mut a: Args) -> Result<i32> {
         }
         shard = rep.shard.clone();
     }
-    for p in &a.profiles {
-        if !PROFILES.contains(&p.as_str()) {
-            return Err(usage(format!(
-                "--profile {p:?}: unknown (known: {})",
-                PROFILES.join(", ")
-            )));
-        }
-    }
     if a.ops == Some(0) || a.duration == Some(0) {
         return Err(usage("--ops and --duration must be positive"));
     }
@@ -180,6 +159,15 @@ pub fn main(mut a: Args) -> Result<i32> {
     }
     crate::deps::check()?;
     let mut ctx = a.common.context()?;
+    if !a.profiles.is_empty() {
+        let known = pipeline::soak_profiles(&ctx)?;
+        if let Some(p) = a.profiles.iter().find(|p| !known.contains(p)) {
+            return Err(usage(format!(
+                "--profile {p:?}: unknown (known: {})",
+                known.join(", ")
+            )));
+        }
+    }
     // Timeouts sized to the work: the slowest workload (the pressure
     // profiles on the slow device) does about 50 ops/s under TCG.
     let per_test = match (ops, a.duration) {
