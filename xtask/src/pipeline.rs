@@ -219,9 +219,10 @@ pub fn soak_profiles(ctx: &Ctx) -> Result<Vec<String>> {
 
 /// Refuses (exit 129) a test filter that selects no test, before any
 /// kernel is built: the static guest binary lists its tests on the host.
-pub fn check_filters(ctx: &Ctx, filters: &[String]) -> Result<()> {
+/// Returns the test instances the filters select (none for no filter).
+pub fn check_filters(ctx: &Ctx, filters: &[String]) -> Result<Vec<String>> {
     if filters.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let bin = rootfs::build_guest(&ctx.root, &ctx.ui)?;
     let list = |filter: Option<&str>| -> Result<Vec<String>> {
@@ -238,8 +239,9 @@ pub fn check_filters(ctx: &Ctx, filters: &[String]) -> Result<()> {
             .map(str::to_string)
             .collect())
     };
-    if !list(Some(&filters.join(",")))?.is_empty() {
-        return Ok(());
+    let selected = list(Some(&filters.join(",")))?;
+    if !selected.is_empty() {
+        return Ok(selected);
     }
     let all = list(None)?;
     Err(crate::error::usage(format!(

@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::{mpsc, Arc, Barrier};
 use std::time::{Duration, Instant};
@@ -1051,20 +1051,45 @@ pub fn append_vs_throttled_appender(ctx: &Ctx) -> TestResult {
         status == Some(WaitStatus::Exited(0)),
         "the write(2) appender ended with {status:?}: {report}"
     );
-    let size = file_len(&f)?;
-    let total = AIO_RECS as u64 * AIO_LEN as u64 + SYNC_RECS as u64 * SYNC_LEN as u64;
-    let data = pread_full(&f, 0, size as usize + 1)?;
+    let (size, problems, splits) = append_census(&f, AIO_RECS, AIO_LEN, SYNC_RECS, SYNC_LEN)?;
+    println!(
+        "dirty_bytes {LIMIT}: {AIO_RECS} AIO appends of {} KiB took {} ms; the write(2) appender reported {report:?}; AIO records split by the other appender: {splits} times; file size {size}",
+        AIO_LEN / KIB,
+        aio_took.as_millis()
+    );
+    report_append_problems(
+        problems,
+        "concurrent O_APPEND AIO and write(2) appends under dirty throttling",
+    )
+}
+
+/// The file after `aio_recs` O_APPEND AIO records (writer 0) and
+/// `sync_recs` write(2) records (writer 1, each atomic) were appended
+/// concurrently: (st_size, problems, how often AIO records were split by
+/// the other appender). Problems: a size other than the sum of all
+/// records, a unit of any record missing (overwritten), a write(2) record
+/// not contiguous, duplicated or foreign units.
+fn append_census(
+    f: &File,
+    aio_recs: u32,
+    aio_len: usize,
+    sync_recs: u32,
+    sync_len: usize,
+) -> Result<(u64, Vec<String>, usize), String> {
+    let size = file_len(f)?;
+    let total = aio_recs as u64 * aio_len as u64 + sync_recs as u64 * sync_len as u64;
+    let data = pread_full(f, 0, size as usize + 1)?;
     let mut expect: Vec<((u32, u32), usize)> =
-        (0..AIO_RECS).map(|r| ((0, r), AIO_LEN / UNIT)).collect();
-    expect.extend((0..SYNC_RECS).map(|r| ((1, r), SYNC_LEN / UNIT)));
+        (0..aio_recs).map(|r| ((0, r), aio_len / UNIT)).collect();
+    expect.extend((0..sync_recs).map(|r| ((1, r), sync_len / UNIT)));
     let c = Census::take(&data, 0, &expect);
     let mut problems = Vec::new();
     if size != total {
         problems.push(format!(
-            "st_size is {size}, expected {total} ({AIO_RECS} x {AIO_LEN} AIO + {SYNC_RECS} x {SYNC_LEN} write(2) records)"
+            "st_size is {size}, expected {total} ({aio_recs} x {aio_len} AIO + {sync_recs} x {sync_len} write(2) records)"
         ));
     }
-    for r in 0..AIO_RECS {
+    for r in 0..aio_recs {
         let miss = c.missing((0, r));
         if miss > 0 {
             problems.push(format!(
@@ -1072,7 +1097,7 @@ pub fn append_vs_throttled_appender(ctx: &Ctx) -> TestResult {
             ));
         }
     }
-    for r in 0..SYNC_RECS {
+    for r in 0..sync_recs {
         let miss = c.missing((1, r));
         if miss > 0 {
             problems.push(format!(
@@ -1087,24 +1112,158 @@ pub fn append_vs_throttled_appender(ctx: &Ctx) -> TestResult {
     if let Err(e) = c.clean("the file") {
         problems.push(e);
     }
-    let splits: usize = (0..AIO_RECS)
+    let splits: usize = (0..aio_recs)
         .map(|r| c.pieces((0, r)).saturating_sub(1))
         .sum();
+    Ok((size, problems, splits))
+}
+
+fn report_append_problems(mut problems: Vec<String>, what: &str) -> TestResult {
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let n = problems.len();
+    problems.truncate(12);
+    Err(format!("{n} problem(s) after {what}:\n  {}", problems.join("\n  ")).into())
+}
+
+// ---------------------------------------------------------------------------
+// write/append_vs_dio_appender
+
+/// 64 rounds, with `vm.dirty_bytes` = 256 KiB: the file's dirty pages are
+/// written back (fdatasync), then this thread submits one 512 KiB O_APPEND
+/// AIO record while another thread, woken just before and after a random
+/// 0-1 ms, appends one 4 KiB record with O_DIRECT|O_APPEND write(2). The
+/// AIO record starts below the dirty limit and crosses it, so its first
+/// locked pass ends part way (throttled); a series that finishes it later
+/// continues it after dropping i_rwsem. The direct write dirties no page
+/// cache, so it is not throttled and does not hold i_rwsem across a
+/// throttle; when it arrives during the AIO record's first pass it waits
+/// for i_rwsem and takes it before whatever continues the record. The
+/// continuation must then append after it (the record is split, which is
+/// allowed); a continuation at the position where the first pass ended
+/// overwrites it. The same census as `append_vs_throttled_appender`: file
+/// size, every unit of every record exactly once, each write(2) record
+/// contiguous. Skips where the filesystem refuses O_DIRECT.
+pub fn append_vs_dio_appender(ctx: &Ctx) -> TestResult {
+    const ROUNDS: u32 = 64;
+    const AIO_LEN: usize = 512 * KIB;
+    const DIO_LEN: usize = 4 * KIB;
+    const LIMIT: u64 = 262_144;
+    require_guest(ctx, "changes /proc/sys/vm/dirty_bytes")?;
+    let path = ctx.path("log");
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .map_err(|e| format!("create {}: {e}", path.display()))?;
+    f.sync_all().map_err(|e| format!("fsync: {e}"))?;
+    let aio_fd = OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .map_err(|e| format!("open O_APPEND: {e}"))?;
+    let dio_fd = match OpenOptions::new()
+        .append(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&path)
+    {
+        Ok(f) => f,
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            return Err(Stop::Skip(format!(
+                "{} does not support O_DIRECT ({e})",
+                ctx.fs.as_deref().unwrap_or("this filesystem")
+            )))
+        }
+        Err(e) => return Err(format!("open O_DIRECT|O_APPEND: {e}").into()),
+    };
+    let mut ring = Ring::new(4)?;
+    let mut dirty = DirtyLimit::set(LIMIT)?;
+    // (record, delay) to the appender; its outcome back.
+    let (go_tx, go_rx) = mpsc::channel::<(u32, Duration)>();
+    let (done_tx, done_rx) = mpsc::channel::<Result<bool, String>>();
+    let appender = std::thread::spawn(move || {
+        let mut buf = match aio::AlignedBuf::new(DIO_LEN, 4096) {
+            Ok(b) => b,
+            Err(e) => {
+                let _ = done_tx.send(Err(e.to_string()));
+                return;
+            }
+        };
+        while let Ok((rec, delay)) = go_rx.recv() {
+            let t0 = Instant::now();
+            buf.as_mut_slice().copy_from_slice(&tagged(1, rec, DIO_LEN));
+            while t0.elapsed() < delay {
+                std::hint::spin_loop();
+            }
+            let r = match (&dio_fd).write(buf.as_slice()) {
+                Ok(k) if k == DIO_LEN => Ok(true),
+                Ok(k) => Err(format!(
+                    "O_DIRECT write(2) of record {rec}: short write of {k} of {DIO_LEN} bytes"
+                )),
+                // EOF not block-aligned at this moment (an AIO record
+                // part way): nothing was written.
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(false),
+                Err(e) => Err(format!("O_DIRECT write(2) of record {rec}: {e}")),
+            };
+            if done_tx.send(r).is_err() {
+                return;
+            }
+        }
+    });
+    let stats_before = super::write_async::read_stats()?;
+    let mut rng = Rng::new(0xD10A);
+    let (mut dio_recs, mut unaligned) = (0u32, 0u32);
+    let t0 = Instant::now();
+    let r = (|| -> Result<(), String> {
+        for round in 0..ROUNDS {
+            f.sync_data()
+                .map_err(|e| format!("round {round}: fdatasync: {e}"))?;
+            go_tx
+                .send((dio_recs, Duration::from_micros(rng.below(1001))))
+                .map_err(|_| "the O_DIRECT appender is gone".to_string())?;
+            let op = Op::pwrite(aio_fd.as_raw_fd(), 0, tagged(0, round, AIO_LEN))
+                .with_data(round as u64);
+            pipelined(&mut ring, vec![op], 1, |c| {
+                c.expect_res(AIO_LEN as i64)
+                    .map_err(|e| format!("round {round}: O_APPEND AIO record: {e}"))
+            })?;
+            match done_rx.recv_timeout(REAP_TIMEOUT) {
+                Ok(Ok(true)) => dio_recs += 1,
+                Ok(Ok(false)) => unaligned += 1,
+                Ok(Err(e)) => return Err(format!("round {round}: {e}")),
+                Err(_) => return Err(format!(
+                    "round {round}: the O_DIRECT write(2) did not return within {REAP_TIMEOUT:?}"
+                )),
+            }
+        }
+        Ok(())
+    })();
+    drop(go_tx);
+    let aio_took = t0.elapsed();
+    if r.is_ok() {
+        // Idle (it answered every round): returns at once.
+        let _ = appender.join();
+    }
+    r?;
+    ring.finish(REAP_TIMEOUT)?;
+    dirty.restore()?;
+    let counters = match (stats_before, super::write_async::read_stats()?) {
+        (Some(b), Some(a)) => a.delta(&b).nonzero(),
+        _ => "-".to_string(),
+    };
+    let (size, problems, splits) = append_census(&f, ROUNDS, AIO_LEN, dio_recs, DIO_LEN)?;
     println!(
-        "dirty_bytes {LIMIT}: {AIO_RECS} AIO appends of {} KiB took {} ms; the write(2) appender reported {report:?}; AIO records split by the other appender: {splits} times; file size {size}",
+        "dirty_bytes {LIMIT}: {ROUNDS} rounds of one O_APPEND AIO record of {} KiB against one O_DIRECT|O_APPEND record of {} KiB took {} ms ({unaligned} direct writes refused at an unaligned EOF); AIO records split by the direct write: {splits} times; file size {size}; aio/stats {counters}",
         AIO_LEN / KIB,
+        DIO_LEN / KIB,
         aio_took.as_millis()
     );
-    if !problems.is_empty() {
-        let n = problems.len();
-        problems.truncate(12);
-        return Err(format!(
-            "{n} problem(s) after concurrent O_APPEND AIO and write(2) appends under dirty throttling:\n  {}",
-            problems.join("\n  ")
-        )
-        .into());
-    }
-    Ok(())
+    report_append_problems(
+        problems,
+        "O_APPEND AIO records against an O_DIRECT appender under dirty throttling",
+    )
 }
 
 // ---------------------------------------------------------------------------
@@ -1584,6 +1743,7 @@ pub fn cancel_race(ctx: &Ctx) -> TestResult {
     let fd = f.as_raw_fd();
     let mut ring = Ring::new(N as u32)?;
     let mut t = CancelTally::default();
+    let stats_before = super::write_async::read_stats()?;
     for round in 0..ROUNDS {
         ctx.step(&format!("round {round}"));
         ctx.make_cold(&f)?;
@@ -1709,7 +1869,27 @@ pub fn cancel_race(ctx: &Ctx) -> TestResult {
         }
     }
     ring.finish(REAP_TIMEOUT)?;
-    println!("{ROUNDS} rounds of {N} reads with racing io_cancel: {t:?}");
+    let parked = match (stats_before, super::write_async::read_stats()?) {
+        (Some(b), Some(a)) => a.delta(&b).get("read_park_folio").unwrap_or(0),
+        _ => 0,
+    };
+    println!(
+        "{ROUNDS} rounds of {N} reads with racing io_cancel: {t:?}; reads parked on a folio (aio/stats read_park_folio) {parked}"
+    );
+    // The feature itself: a read that parked waits for nobody, so
+    // io_cancel() must be able to take it over. Over 640 cancels at random
+    // moments of reads that park (the counters say they did), none claimed
+    // means parked reads cannot be cancelled (the kernel answers EINVAL as
+    // for a synchronous read): io_destroy() then waits for the device and a
+    // program cannot withdraw a read it no longer wants. The unpatched
+    // kernel has no counters and parks nothing; it is not held to this.
+    ensure!(
+        parked == 0 || t.cancel_zero + t.cancel_inprogress > 0,
+        "{parked} reads parked on a folio, but io_cancel claimed none of {} cancels ({} EINVAL, {} EAGAIN): parked reads cannot be cancelled",
+        ROUNDS as usize * N,
+        t.cancel_einval,
+        t.cancel_eagain
+    );
 
     ctx.step("io_destroy right after io_submit of 64 cold reads");
     ctx.make_cold(&f)?;
@@ -1783,14 +1963,77 @@ pub fn cancel_race(ctx: &Ctx) -> TestResult {
 /// exercise it. Under KASAN this is what catches a use-after-free of a
 /// parked request whose context went away.
 pub fn destroy_race(ctx: &Ctx) -> TestResult {
-    const SEED: u64 = 0xDE5A;
+    let p = DestroyRace {
+        seed: 0xDE5A,
+        iterations: 300,
+        budget: Some(Duration::from_secs(30)),
+        wide_every: 0,
+    };
+    let st = run_destroy_race(ctx, &p, &mut |_, _| {})?;
+    println!("{}", st.summary(&p));
+    Ok(())
+}
+
+/// How `teardown/destroy_race` (and `soak/destroy_race`) runs.
+pub(crate) struct DestroyRace {
+    /// Offsets, delays.
+    pub seed: u64,
+    pub iterations: usize,
+    /// Stop (and pass) when this much time has gone.
+    pub budget: Option<Duration>,
+    /// Every n-th iteration destroys 0-50 ms after the submit instead of
+    /// 0-5 ms (0: never): most reads are then parked or being retried
+    /// rather than being set up.
+    pub wide_every: usize,
+}
+
+/// What a destroy race run did.
+#[derive(Debug, Default)]
+pub(crate) struct DestroyRaceStats {
+    pub done: usize,
+    pub elapsed: Duration,
+    submit_einval: usize,
+    full: usize,
+    short: usize,
+    errs: usize,
+    unreaped: usize,
+    err_kinds: Vec<String>,
+}
+
+impl DestroyRaceStats {
+    pub fn summary(&self, p: &DestroyRace) -> String {
+        format!(
+            "{} iterations in {} ms{}: io_submit EINVAL (context already destroyed) {}; events: {} full, {} short, {} errors {:?}; {} requests discarded by io_destroy",
+            self.done,
+            self.elapsed.as_millis(),
+            if self.done < p.iterations {
+                " (time budget reached)"
+            } else {
+                ""
+            },
+            self.submit_einval,
+            self.full,
+            self.short,
+            self.errs,
+            self.err_kinds,
+            self.unreaped
+        )
+    }
+}
+
+/// The loop of [`destroy_race`]; `progress(done, elapsed)` after every
+/// 100 iterations.
+pub(crate) fn run_destroy_race(
+    ctx: &Ctx,
+    p: &DestroyRace,
+    progress: &mut dyn FnMut(usize, Duration),
+) -> Result<DestroyRaceStats, Stop> {
+    let seed = p.seed;
     const SIZE: u64 = 3 * MIB as u64 + 1234;
     const LEN: usize = 256 * KIB;
-    const ITERATIONS: usize = 300;
-    const BUDGET: Duration = Duration::from_secs(30);
     const STUCK: Duration = Duration::from_secs(30);
     require_slow(ctx)?;
-    let f = create_pattern_file(&ctx.path("data"), SEED, SIZE)?;
+    let f = create_pattern_file(&ctx.path("data"), seed, SIZE)?;
     f.sync_all().map_err(|e| format!("fsync: {e}"))?;
     let fd = f.as_raw_fd();
     let (req_tx, req_rx) = mpsc::channel::<(u64, Instant, Duration)>();
@@ -1808,19 +2051,20 @@ pub fn destroy_race(ctx: &Ctx) -> TestResult {
         }
     });
     let start = Instant::now();
-    let mut rng = Rng::new(SEED);
+    let mut rng = Rng::new(seed);
     let (mut done, mut submit_einval, mut full, mut short, mut errs, mut unreaped) =
         (0usize, 0usize, 0usize, 0usize, 0usize, 0usize);
     let mut err_kinds: HashMap<i64, usize> = HashMap::new();
     let result = (|| -> TestResult {
-        while done < ITERATIONS && start.elapsed() < BUDGET {
+        while done < p.iterations && p.budget.is_none_or(|b| start.elapsed() < b) {
             ctx.evict(&f, 0, 0)?;
             let mut ring = Ring::new(8)?;
             let id = ring.id();
             let ops: Vec<Op> = (0..4u64)
                 .map(|i| Op::pread(fd, rng.below(SIZE + 128 * 1024), LEN).with_data(i))
                 .collect();
-            let delay = Duration::from_micros(rng.below(5001));
+            let wide = p.wide_every > 0 && done % p.wide_every == p.wide_every - 1;
+            let delay = Duration::from_micros(rng.below(if wide { 50_001 } else { 5001 }));
             req_tx
                 .send((id, Instant::now(), delay))
                 .map_err(|_| "the io_destroy thread is gone".to_string())?;
@@ -1872,7 +2116,7 @@ pub fn destroy_race(ctx: &Ctx) -> TestResult {
                         "iteration {done}: read at {} of {LEN}: res {res}, but only {max} bytes exist there",
                         op.offset()
                     );
-                    pattern::verify(&op.buf()[..res as usize], SEED, op.offset())
+                    pattern::verify(&op.buf()[..res as usize], seed, op.offset())
                         .map_err(|e| format!("iteration {done}: read at {}: {e}", op.offset()))?;
                     if res == max {
                         full += 1;
@@ -1892,6 +2136,9 @@ pub fn destroy_race(ctx: &Ctx) -> TestResult {
             }
             ring.check().map_err(|e| format!("iteration {done}: {e}"))?;
             done += 1;
+            if done % 100 == 0 {
+                progress(done, start.elapsed());
+            }
         }
         Ok(())
     })();
@@ -1901,20 +2148,19 @@ pub fn destroy_race(ctx: &Ctx) -> TestResult {
         let _ = destroyer.join();
     }
     result?;
-    let kinds: Vec<String> = err_kinds
-        .iter()
-        .map(|(r, n)| format!("{} x{n}", describe_res(*r)))
-        .collect();
-    println!(
-        "{done} iterations in {} ms{}: io_submit EINVAL (context already destroyed) {submit_einval}; events: {full} full, {short} short, {errs} errors {kinds:?}; {unreaped} requests discarded by io_destroy",
-        start.elapsed().as_millis(),
-        if done < ITERATIONS {
-            " (time budget reached)"
-        } else {
-            ""
-        }
-    );
-    Ok(())
+    Ok(DestroyRaceStats {
+        done,
+        elapsed: start.elapsed(),
+        submit_einval,
+        full,
+        short,
+        errs,
+        unreaped,
+        err_kinds: err_kinds
+            .iter()
+            .map(|(r, n)| format!("{} x{n}", describe_res(*r)))
+            .collect(),
+    })
 }
 
 // ---------------------------------------------------------------------------

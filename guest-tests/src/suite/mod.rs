@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::pattern;
 use crate::sys;
 
-mod adversarial;
+pub(crate) mod adversarial;
 mod basic;
 mod corrupt;
 mod eio;
@@ -235,6 +235,11 @@ pub const TESTS: &[TestDef] = &[
         "write/append_vs_throttled_appender",
         adversarial::append_vs_throttled_appender,
     ),
+    fs_test(
+        "write/append_vs_dio_appender",
+        adversarial::append_vs_dio_appender,
+    )
+    .on(Device::Slow),
     fs_test("retry/no_spurious_eintr", adversarial::no_spurious_eintr).on(Device::Slow),
     fs_test(
         "retry/completion_not_hostage",
@@ -258,6 +263,7 @@ pub const TESTS: &[TestDef] = &[
     fs_test("soak/fsx", soak::fsx),
     fs_test("soak/fsx_slow", soak::fsx_slow).on(Device::Slow),
     fs_test("soak/fsx_pressure", soak::fsx_pressure).on(Device::Slow),
+    fs_test("soak/destroy_race", soak::destroy_race).on(Device::Slow),
     global_test("errors/bad_fd", errors::bad_fd),
     global_test("errors/einval_opcode", errors::einval_opcode),
     global_test("errors/bad_rw_flags", errors::bad_rw_flags),

@@ -15,7 +15,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{Ctx, Stop, TestResult};
+use super::{adversarial, Ctx, Stop, TestResult};
 use crate::cmdline::{self, SoakConfig};
 use crate::fsx::{self, Fsx, Heartbeat, Params};
 use crate::sys;
@@ -109,6 +109,94 @@ pub fn fsx_pressure(ctx: &Ctx) -> TestResult {
     run_fsx(ctx, "soak/fsx_pressure", 300, &all)
 }
 
+/// soak/destroy_race: `teardown/destroy_race` at soak scale (issue 12,
+/// item 2): iterations of 4 cold 256 KiB reads (some past EOF) with
+/// io_destroy() from another thread 0-5 ms, every fourth 0-50 ms, after
+/// the submit, always under the CPU hog (a busy loop on the submitter's
+/// CPU, so the parking thread is preempted between arming the wait and
+/// unwinding) plus the profiles of the command line. `bufaio.soak_ops`
+/// iterations (default 100, at most 10 s when unsized: the suite has
+/// `teardown/destroy_race` for the short run); run it under the
+/// debug flavor, where KASAN turns a use-after-free into a splat that
+/// fails the run.
+pub fn destroy_race(ctx: &Ctx) -> TestResult {
+    let cfg = soak_config()?;
+    let name = format!("soak/destroy_race@{}", ctx.fs.as_deref().unwrap_or("host"));
+    let base = cfg.seed.unwrap_or(DEFAULT_SEED);
+    let seed = fsx::instance_seed(base, &name);
+    let iterations = cfg.ops.unwrap_or(100);
+    let mut profiles = vec![Profile::CpuHog];
+    profiles.extend(parse_profiles(&cfg.profiles)?);
+    profiles.dedup();
+    if !(ctx.guest && ctx.root) {
+        profiles.clear();
+    }
+    let unsized_run = cfg.ops.is_none() && cfg.secs.is_none();
+    let p = adversarial::DestroyRace {
+        seed,
+        iterations: iterations as usize,
+        budget: match cfg.secs {
+            Some(s) => Some(Duration::from_secs(s)),
+            None if unsized_run => Some(Duration::from_secs(10)),
+            None => None,
+        },
+        wide_every: 4,
+    };
+    let names: Vec<&str> = profiles
+        .iter()
+        .filter_map(|p| PROFILES.iter().find(|(_, q)| q == p).map(|(k, _)| *k))
+        .collect();
+    println!(
+        "soak: test={name} base_seed={base:#x} seed={seed:#x} ops_target={iterations} profiles={}",
+        if names.is_empty() {
+            "-".to_string()
+        } else {
+            names.join(",")
+        }
+    );
+    let pressure = Pressure::start(ctx, &ctx.path("data"), &profiles).map_err(Stop::Fail)?;
+    let mut console = console(ctx);
+    let mut progress = |done: usize, t: Duration| {
+        if let Some(c) = console.as_mut() {
+            let rate = done as f64 / t.as_secs_f64().max(0.001);
+            let _ = writeln!(
+                c,
+                "bufaio-progress: {name} {done}/{iterations} ops {rate:.0} ops/s"
+            );
+        }
+    };
+    let result = adversarial::run_destroy_race(ctx, &p, &mut progress);
+    let stopped = pressure.stop();
+    let st = result?;
+    stopped.map_err(Stop::Fail)?;
+    println!("{}", st.summary(&p));
+    println!(
+        "soak: seed={seed:#x} ops={} ops_per_s={:.0} elapsed_ms={}",
+        st.done,
+        st.done as f64 / st.elapsed.as_secs_f64().max(0.001),
+        st.elapsed.as_millis()
+    );
+    if sized_by_ops(&cfg) && (st.done as u64) < iterations {
+        return Err(Stop::Fail(format!(
+            "ran {} of {iterations} iterations",
+            st.done
+        )));
+    }
+    Ok(())
+}
+
+/// The guest console, for progress lines the host turns into a bar.
+fn console(ctx: &Ctx) -> Option<File> {
+    if ctx.guest {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/console")
+            .ok()
+    } else {
+        None
+    }
+}
+
 fn run_fsx(ctx: &Ctx, test: &str, default_ops: u64, default_profiles: &[Profile]) -> TestResult {
     let cfg = soak_config()?;
     let name = format!("{test}@{}", ctx.fs.as_deref().unwrap_or("host"));
@@ -163,14 +251,7 @@ fn run_fsx(ctx: &Ctx, test: &str, default_ops: u64, default_profiles: &[Profile]
         pressure.freeze_dir.clone(),
         pressure.children.clone(),
     );
-    let mut console = if ctx.guest {
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open("/dev/console")
-            .ok()
-    } else {
-        None
-    };
+    let mut console = console(ctx);
     let mut progress = |done: u64, t: Duration| {
         if let Some(c) = console.as_mut() {
             let rate = done as f64 / t.as_secs_f64().max(0.001);

@@ -13,10 +13,6 @@ use crate::soak::{self, SoakReport};
 use anyhow::{Context, Result};
 use std::path::PathBuf;
 
-/// Soak test instances per filesystem (soak/fsx, soak/fsx_slow,
-/// soak/fsx_pressure) on two filesystems.
-const INSTANCES: u64 = 6;
-
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(flatten)]
@@ -168,6 +164,8 @@ pub fn main(mut a: Args) -> Result<i32> {
             )));
         }
     }
+    // The instances the filters select (the guest binary lists them).
+    let instances = pipeline::check_filters(&ctx, &filters)?.len() as u64;
     // Timeouts sized to the work: the slowest workload (the pressure
     // profiles on the slow device) does about 50 ops/s under TCG.
     let per_test = match (ops, a.duration) {
@@ -176,7 +174,7 @@ pub fn main(mut a: Args) -> Result<i32> {
         (None, None) => 600,
     };
     ctx.cfg.timeouts.test_s = ctx.cfg.timeouts.test_s.max(per_test);
-    ctx.cfg.timeouts.overall_s = ctx.cfg.timeouts.overall_s.max(per_test * INSTANCES + 600);
+    ctx.cfg.timeouts.overall_s = ctx.cfg.timeouts.overall_s.max(per_test * instances + 600);
     let mut append = a.common.append.clone();
     append.push(format!("bufaio.soak_seed={base_seed:#x}"));
     if let Some(n) = ops {
@@ -192,7 +190,6 @@ pub fn main(mut a: Args) -> Result<i32> {
         append.push("bufaio.soak_overlap=0".into());
     }
     let series = Series::load(&ctx.cfg.series)?;
-    pipeline::check_filters(&ctx, &filters)?;
     let (run_id, dir) = pipeline::new_run_dir(&ctx.root, "soak")?;
     ctx.ui.info(format!(
         "soak {run_id}: base seed {base_seed:#x}{}, {} per instance: {}",
@@ -217,7 +214,7 @@ pub fn main(mut a: Args) -> Result<i32> {
         accel: &accel,
         append: append.clone(),
         echo_out: false,
-        progress: ops.map(|n| n * INSTANCES),
+        progress: ops.map(|n| n * instances),
     };
     let mut results = Vec::new();
     for kb in &builds {
