@@ -184,7 +184,32 @@ impl Config {
             base
         };
         cfg.resolve_paths(&base);
+        cfg.check_files(path)?;
         Ok(cfg)
+    }
+
+    /// Files the config names must exist before anything is fetched or
+    /// built (a missing kconfig fragment used to show only after the
+    /// source was extracted and patched).
+    fn check_files(&self, origin: &Path) -> Result<()> {
+        let o = origin.display();
+        let lists = std::iter::once(("kconfig.base".to_string(), &self.kconfig.base)).chain(
+            self.kconfig
+                .flavors
+                .iter()
+                .map(|(k, v)| (format!("kconfig.flavors.{k}"), v)),
+        );
+        for (key, files) in lists {
+            for (i, f) in files.iter().enumerate() {
+                if !f.is_file() {
+                    bail!(
+                        "{o}: {key}[{i}]: kconfig fragment {} does not exist",
+                        f.display()
+                    );
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Parse and validate without touching the file system.

@@ -57,6 +57,12 @@ pub fn parse_series(text: &str) -> Result<Vec<(String, u32, usize)>, String> {
                 None => return Err(format!("line {}: unknown option {w:?}", i + 1)),
             }
         }
+        if let Some((_, _, first)) = out.iter().find(|(n, _, _)| *n == name) {
+            return Err(format!(
+                "line {}: lists {name} again (first at line {first}); a patch applied twice cannot apply",
+                i + 1
+            ));
+        }
         out.push((name, strip, i + 1));
     }
     Ok(out)
@@ -108,9 +114,17 @@ impl Series {
                     path.display()
                 ))
             })?;
+            let sha256 = sha256_bytes(&body);
+            if let Some(p) = patches.iter().find(|p: &&PatchInfo| p.sha256 == sha256) {
+                return Err(usage(format!(
+                    "{}:{line}: patch {name} has the same content as {} listed before it; a patch applied twice cannot apply",
+                    file.display(),
+                    p.name
+                )));
+            }
             patches.push(PatchInfo {
                 subject: subject_of(&String::from_utf8_lossy(&body)),
-                sha256: sha256_bytes(&body),
+                sha256,
                 name,
                 path,
                 strip,
@@ -248,6 +262,11 @@ mod tests {
         assert_eq!(
             parse_series(s).unwrap(),
             vec![("0001-a.patch".into(), 1, 2), ("0002-b.patch".into(), 0, 4)]
+        );
+        let dup = parse_series("# c\n0001-a.patch\n0002-b.patch\n0001-a.patch -p1\n").unwrap_err();
+        assert!(
+            dup.contains("line 4") && dup.contains("0001-a.patch again (first at line 2)"),
+            "{dup}"
         );
         assert!(parse_series("x.patch --weird\n")
             .unwrap_err()

@@ -221,6 +221,11 @@ pub fn soak_profiles(ctx: &Ctx) -> Result<Vec<String>> {
 /// kernel is built: the static guest binary lists its tests on the host.
 /// Returns the test instances the filters select (none for no filter).
 pub fn check_filters(ctx: &Ctx, filters: &[String]) -> Result<Vec<String>> {
+    check_filters_named(ctx, "--filter", filters)
+}
+
+/// [`check_filters`] for an option called `flag`.
+pub fn check_filters_named(ctx: &Ctx, flag: &str, filters: &[String]) -> Result<Vec<String>> {
     if filters.is_empty() {
         return Ok(Vec::new());
     }
@@ -245,7 +250,7 @@ pub fn check_filters(ctx: &Ctx, filters: &[String]) -> Result<Vec<String>> {
     }
     let all = list(None)?;
     Err(crate::error::usage(format!(
-        "--filter {}: matches no test; nearest: {}",
+        "{flag} {}: matches no test; nearest: {}",
         filters.join(","),
         nearest(&filters[0], &all).join(", ")
     )))

@@ -169,6 +169,79 @@ fn conflicting_series_is_untestable_and_names_the_patch() {
     );
 }
 
+/// Issue 18: inputs that cannot work are refused (129) before anything
+/// is fetched, built or booted, naming the input.
+#[test]
+fn bad_inputs_are_refused_before_any_build() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A series that lists one patch twice, and one that lists a copy.
+    let p = root().join("patches");
+    std::fs::copy(
+        p.join("0001-mm-filemap-let-an-asynchronous-folio-waiter-withdraw.patch"),
+        tmp.path().join("0001-a.patch"),
+    )
+    .unwrap();
+    std::fs::copy(
+        tmp.path().join("0001-a.patch"),
+        tmp.path().join("0002-copy.patch"),
+    )
+    .unwrap();
+    let twice = tmp.path().join("twice");
+    std::fs::write(&twice, "0001-a.patch\n# x\n0001-a.patch\n").unwrap();
+    let t0 = std::time::Instant::now();
+    let (code, text, _) = xtask(&["build", "--series", twice.to_str().unwrap()]);
+    assert_eq!(code, 129, "{text}");
+    assert!(
+        text.contains("twice: line 3: lists 0001-a.patch again (first at line 1)"),
+        "{text}"
+    );
+    let copy = tmp.path().join("copy");
+    std::fs::write(&copy, "0001-a.patch\n0002-copy.patch\n").unwrap();
+    let (code, text, _) = xtask(&["build", "--series", copy.to_str().unwrap()]);
+    assert_eq!(code, 129, "{text}");
+    assert!(
+        text.contains("copy:2: patch 0002-copy.patch has the same content as 0001-a.patch"),
+        "{text}"
+    );
+    // A kconfig fragment that does not exist: named with its YAML key.
+    let cfg = std::fs::read_to_string(root().join("bufaio.yaml"))
+        .unwrap()
+        .replace("kconfigs/debug.config", "kconfigs/nope.config")
+        .replace(
+            "series: patches/series",
+            &format!("series: {}", root().join("patches/series").display()),
+        )
+        .replace(
+            "kconfigs/base.config",
+            &root().join("kconfigs/base.config").display().to_string(),
+        )
+        .replace(
+            "splat_allowlist: kconfigs/",
+            &format!("splat_allowlist: {}/", root().join("kconfigs").display()),
+        );
+    let yaml = tmp.path().join("b.yaml");
+    std::fs::write(&yaml, cfg).unwrap();
+    let (code, text, _) = xtask(&["build", "--config", yaml.to_str().unwrap()]);
+    assert_eq!(code, 129, "{text}");
+    assert!(
+        text.contains("kconfig.flavors.debug[0]: kconfig fragment")
+            && text.contains("nope.config does not exist"),
+        "{text}"
+    );
+    // A bisect --test glob that selects nothing would make every step good.
+    let (code, text, _) = xtask(&["bisect", "series", "--test", "nonexistent/*"]);
+    assert_eq!(code, 129, "{text}");
+    assert!(
+        text.contains("--test nonexistent/*: matches no test; nearest:"),
+        "{text}"
+    );
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(120),
+        "refusals took {:?}: something was built",
+        t0.elapsed()
+    );
+}
+
 #[test]
 fn bad_config_is_a_usage_error_naming_file_and_line() {
     let tmp = tempfile::tempdir().unwrap();

@@ -1233,9 +1233,11 @@ pub fn append_vs_dio_appender(ctx: &Ctx) -> TestResult {
                 Ok(Ok(true)) => dio_recs += 1,
                 Ok(Ok(false)) => unaligned += 1,
                 Ok(Err(e)) => return Err(format!("round {round}: {e}")),
-                Err(_) => return Err(format!(
+                Err(_) => {
+                    return Err(format!(
                     "round {round}: the O_DIRECT write(2) did not return within {REAP_TIMEOUT:?}"
-                )),
+                ))
+                }
             }
         }
         Ok(())

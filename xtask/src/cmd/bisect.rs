@@ -127,6 +127,9 @@ struct Bisector<'a> {
 
 impl<'a> Bisector<'a> {
     fn new(ctx: &'a Ctx, shared: &Shared, kind: &str, key: String, resume: bool) -> Result<Self> {
+        // A --test glob that selects nothing would make every step "good"
+        // (no test failed) and conclude that the regression is not there.
+        pipeline::check_filters_named(ctx, "--test", &shared.tests)?;
         let base = ctx.root.join("target/bisect");
         fs::create_dir_all(&base)?;
         let latest = base.join(format!("latest-{kind}"));
