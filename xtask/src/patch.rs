@@ -37,6 +37,36 @@ pub struct Tree {
     /// Hash of (source id, applied patches): names the tree in the cache.
     pub key: String,
     pub patches: Vec<PatchInfo>,
+    /// Patches that applied only with fuzz, and which hunks (upstream
+    /// patches apply exactly: `check-series` fails on these).
+    pub fuzz: Vec<(String, Vec<String>)>,
+}
+
+/// The hunks GNU patch applied with fuzz, from its output: `fs/aio.c
+/// hunk #2 at line 1234, fuzz 1`. Offsets alone are not fuzz (`git am`
+/// accepts them too).
+pub fn fuzzy_hunks(patch_output: &str) -> Vec<String> {
+    let mut file = String::new();
+    let mut out = Vec::new();
+    for l in patch_output.lines() {
+        if let Some(f) = l.strip_prefix("patching file ") {
+            file = f.trim().trim_matches('\'').to_string();
+        } else if let (Some(h), Some(i)) = (l.strip_prefix("Hunk #"), l.find(" with fuzz ")) {
+            let num = h.split_whitespace().next().unwrap_or("?");
+            let at = l
+                .split(" succeeded at ")
+                .nth(1)
+                .and_then(|r| r.split_whitespace().next())
+                .unwrap_or("?");
+            let fuzz = l[i + " with fuzz ".len()..]
+                .trim_end_matches(|c: char| !c.is_ascii_digit())
+                .split_whitespace()
+                .next()
+                .unwrap_or("?");
+            out.push(format!("{file} hunk #{num} at line {at}, fuzz {fuzz}"));
+        }
+    }
+    out
 }
 
 /// Parse quilt `series` text: one patch per line, `#` comments, optional `-pN`.
@@ -160,12 +190,19 @@ const MARKER: &str = ".bufaio-tree.json";
 pub fn prepare(src: &Fetched, series: &Series, cache: &Cache, ui: &Ui) -> Result<Tree> {
     let key = tree_key(&src.id, &series.patches);
     let path = cache.trees().join(short(&key));
-    let tree = Tree {
+    let mut tree = Tree {
         path: path.clone(),
         key: key.clone(),
         patches: series.patches.clone(),
+        fuzz: Vec::new(),
     };
     if path.join(MARKER).is_file() {
+        tree.fuzz = fs::read_to_string(path.join(MARKER))
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|v| serde_json::from_value(v["fuzz"].clone()).ok())
+            .unwrap_or_default();
+        warn_fuzz(&tree, ui);
         return Ok(tree);
     }
     if path.exists() {
@@ -207,7 +244,7 @@ pub fn prepare(src: &Fetched, series: &Series, cache: &Cache, ui: &Ui) -> Result
     }
     for (i, p) in series.patches.iter().enumerate() {
         stage.note(format!("applying {}", p.name));
-        apply_one(tmp.path(), p).map_err(|e| {
+        let fuzz = apply_one(tmp.path(), p).map_err(|e| {
             untestable(format!(
                 "patch {}/{} {} ({}) does not apply:\n{e}",
                 i + 1,
@@ -216,9 +253,13 @@ pub fn prepare(src: &Fetched, series: &Series, cache: &Cache, ui: &Ui) -> Result
                 p.subject
             ))
         })?;
+        if !fuzz.is_empty() {
+            tree.fuzz.push((p.name.clone(), fuzz));
+        }
     }
+    warn_fuzz(&tree, ui);
     let meta = serde_json::to_string_pretty(&serde_json::json!({
-        "key": key, "source": src.id, "patches": series.patches,
+        "key": key, "source": src.id, "patches": series.patches, "fuzz": tree.fuzz,
     }))?;
     fs::write(tmp.path().join(MARKER), meta).context("cannot write the tree marker")?;
     let tmp_path = tmp.keep();
@@ -228,9 +269,18 @@ pub fn prepare(src: &Fetched, series: &Series, cache: &Cache, ui: &Ui) -> Result
     Ok(tree)
 }
 
-/// Apply one patch with GNU patch; on failure return the output and the
-/// rejected hunks.
-pub fn apply_one(tree: &Path, p: &PatchInfo) -> std::result::Result<(), String> {
+fn warn_fuzz(tree: &Tree, ui: &Ui) {
+    for (name, hunks) in &tree.fuzz {
+        ui.warn(format!(
+            "patch {name} applies only with fuzz: {} (the patch does not match this tree exactly; `check-series` fails on it)",
+            hunks.join("; ")
+        ));
+    }
+}
+
+/// Apply one patch with GNU patch: the hunks that needed fuzz (see
+/// [`fuzzy_hunks`]); on failure the output and the rejected hunks.
+pub fn apply_one(tree: &Path, p: &PatchInfo) -> std::result::Result<Vec<String>, String> {
     let rej = tree.join(".bufaio-rejects");
     let out = Command::new("patch")
         .arg(format!("-p{}", p.strip))
@@ -241,7 +291,7 @@ pub fn apply_one(tree: &Path, p: &PatchInfo) -> std::result::Result<(), String> 
         .output()
         .map_err(|e| format!("cannot run patch: {e}"))?;
     if out.status.success() {
-        return Ok(());
+        return Ok(fuzzy_hunks(&String::from_utf8_lossy(&out.stdout)));
     }
     let mut msg = String::from_utf8_lossy(&out.stdout).to_string();
     msg.push_str(&String::from_utf8_lossy(&out.stderr));
@@ -353,6 +403,48 @@ mod tests {
         assert_eq!(
             fs::read_to_string(pristine.path.join("fs/aio.c")).unwrap(),
             "line1\nline2\nline3\n"
+        );
+    }
+
+    /// Context line 3 differs from the tree ("line3" vs "LINE3"): GNU patch
+    /// applies it with fuzz 1.
+    const FUZZY: &str = "Subject: [PATCH] aio: fuzzy\n---\n--- a/fs/aio.c\n+++ b/fs/aio.c\n@@ -1,3 +1,3 @@\n line1\n-line2\n+LINE2\n LINE3\n";
+
+    #[test]
+    fn fuzz_is_reported_and_kept_with_the_tree() {
+        let d = tempfile::tempdir().unwrap();
+        let cache = Cache::at(d.path().join("cache")).unwrap();
+        let src = fake_source(d.path());
+        let series = write_series(d.path(), &[("0001-fuzzy.patch", FUZZY)]);
+        let t = prepare(&src, &series, &cache, &Ui::new()).unwrap();
+        assert_eq!(t.fuzz.len(), 1, "{:?}", t.fuzz);
+        assert_eq!(t.fuzz[0].0, "0001-fuzzy.patch");
+        assert!(
+            t.fuzz[0].1[0].starts_with("fs/aio.c hunk #1 at line 1, fuzz 1"),
+            "{:?}",
+            t.fuzz
+        );
+        let again = prepare(&src, &series, &cache, &Ui::new()).unwrap();
+        assert_eq!(again.fuzz, t.fuzz, "a cached tree keeps its fuzz record");
+        let exact = write_series(&d.path().join("x"), &[("0001-good.patch", GOOD)]);
+        assert!(prepare(&src, &exact, &cache, &Ui::new())
+            .unwrap()
+            .fuzz
+            .is_empty());
+    }
+
+    #[test]
+    fn fuzzy_hunks_from_patch_output() {
+        let out = "patching file fs/aio.c\nHunk #1 succeeded at 10 (offset 2 lines).\nHunk #2 succeeded at 1234 with fuzz 2 (offset -3 lines).\npatching file 'mm/filemap.c'\nHunk #3 succeeded at 7 with fuzz 1.\n";
+        assert_eq!(
+            fuzzy_hunks(out),
+            vec![
+                "fs/aio.c hunk #2 at line 1234, fuzz 2".to_string(),
+                "mm/filemap.c hunk #3 at line 7, fuzz 1".to_string()
+            ]
+        );
+        assert!(
+            fuzzy_hunks("patching file a\nHunk #1 succeeded at 3 (offset 1 line).\n").is_empty()
         );
     }
 

@@ -177,6 +177,7 @@ fn prebuilt(bz: &Path, flavor: &str) -> Result<(Fetched, Vec<KernelBuild>)> {
             path: dir.clone(),
             key: fetched.id.clone(),
             patches: vec![],
+            fuzz: vec![],
         },
         configured: Configured {
             flavor: flavor.to_string(),

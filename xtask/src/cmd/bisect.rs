@@ -624,8 +624,9 @@ fn git_build(
 ) -> Result<KernelBuild> {
     let _lock = ctx.cache.lock()?;
     let wt = worktree(&ctx.cache, kernel_dir, commit)?;
+    let mut fuzz = Vec::new();
     for (i, p) in series.patches.iter().enumerate() {
-        patch::apply_one(&wt, p).map_err(|e| {
+        let hunks = patch::apply_one(&wt, p).map_err(|e| {
             crate::error::untestable(format!(
                 "series does not apply at {}: patch {}/{} {}: {}",
                 &commit[..12.min(commit.len())],
@@ -638,11 +639,21 @@ fn git_build(
                     .unwrap_or("")
             ))
         })?;
+        if !hunks.is_empty() {
+            ctx.ui.warn(format!(
+                "patch {} applies at {} only with fuzz: {}",
+                p.name,
+                &commit[..12.min(commit.len())],
+                hunks.join("; ")
+            ));
+            fuzz.push((p.name.clone(), hunks));
+        }
     }
     let tree = Tree {
         path: wt,
         key: patch::tree_key(&format!("git-{commit}"), &series.patches),
         patches: series.patches.clone(),
+        fuzz,
     };
     pipeline::build_tree(ctx, tree, Variant::Patched, fragments, flavor, log_dir)
 }

@@ -21,6 +21,10 @@ pub struct Args {
     /// Only apply and checkpatch each prefix (no build, no boot).
     #[arg(long, conflicts_with = "boot")]
     pub no_build: bool,
+    /// Accept patches that apply only with fuzz (default: a patch that
+    /// does not apply exactly fails its row, as `git am` would refuse it).
+    #[arg(long)]
+    pub fuzz: bool,
     /// The subset run with --boot.
     #[arg(long = "test", default_value = "basic/*")]
     pub tests: Vec<String>,
@@ -94,6 +98,12 @@ pub fn main(a: Args) -> Result<i32> {
                     None
                 }
                 Ok(tree) => {
+                    if let Some((_, hunks)) = tree.fuzz.iter().find(|(n, _)| *n == p.name) {
+                        apply = format!("FUZZ: {}", hunks.join("; "));
+                        if !a.fuzz {
+                            worst = Outcome::worst(worst, Outcome::TestFailed);
+                        }
+                    }
                     let (clean, text) = checkpatch(&tree.path, &p.path)?;
                     cp = if clean {
                         "clean".into()
