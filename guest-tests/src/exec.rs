@@ -49,22 +49,39 @@ pub fn resolve(argv0: &str, cwd: &Path, path: &str) -> Option<PathBuf> {
 /// Runs the payload command. Returns its status (exit code, 128+signal,
 /// 127 not found / bad cmd, 126 cannot execute).
 pub fn run(payload: &Path, out_port: Option<PathBuf>) -> i32 {
+    // The port first: why a command could not start goes where its output
+    // would have gone (the host echoes it), not only to the console.
+    let port = out_port.as_deref().map(open_port);
+    let mut report: Option<std::fs::File> = match &port {
+        Some(Ok(f)) => f.try_clone().ok(),
+        _ => None,
+    };
+    let mut fail = |msg: String, code: i32| -> i32 {
+        console(&msg);
+        if let Some(f) = report.as_mut() {
+            use std::io::Write;
+            let _ = writeln!(f, "{msg}");
+        }
+        code
+    };
     let cmd_file = payload.join("cmd");
     let argv = match std::fs::read(&cmd_file)
         .map_err(|e| format!("cannot read {}: {e}", cmd_file.display()))
         .and_then(|b| parse_cmd(&b))
     {
         Ok(a) => a,
-        Err(e) => {
-            console(&format!("bufaio: exec: {e}"));
-            return 127;
-        }
+        Err(e) => return fail(format!("bufaio: exec: {e}"), 127),
     };
     let Some(prog) = resolve(&argv[0], payload, PATH) else {
-        console(&format!("bufaio: exec: {}: not found in {PATH}", argv[0]));
-        return 127;
+        return fail(
+            format!(
+                "bufaio: exec: {}: not found (PATH {PATH}, and the payload directory for a relative path)",
+                argv[0]
+            ),
+            127,
+        );
     };
-    let (stdout, stderr) = match out_port.as_deref().map(open_port) {
+    let (stdout, stderr) = match port {
         Some(Ok(f)) => match f.try_clone() {
             Ok(f2) => (Stdio::from(f), Stdio::from(f2)),
             Err(_) => (Stdio::from(f), Stdio::inherit()),
@@ -85,8 +102,10 @@ pub fn run(payload: &Path, out_port: Option<PathBuf>) -> i32 {
     // the spawn failed with ENOSYS on the bufaio tinyconfig kernel (std's
     // non-posix_spawn path), while the plain posix_spawn path works.
     if let Err(e) = std::env::set_current_dir(payload) {
-        console(&format!("bufaio: exec: chdir {}: {e}", payload.display()));
-        return 126;
+        return fail(
+            format!("bufaio: exec: chdir {}: {e}", payload.display()),
+            126,
+        );
     }
     let mut cmd = Command::new(&prog);
     cmd.arg0(&argv[0])
@@ -106,15 +125,15 @@ pub fn run(payload: &Path, out_port: Option<PathBuf>) -> i32 {
     let child = match spawned {
         Ok(c) => c,
         Err(e) => {
-            console(&format!(
-                "bufaio: exec: cannot execute {}: {e}",
-                prog.display()
-            ));
-            return if e.kind() == std::io::ErrorKind::NotFound {
+            let code = if e.kind() == std::io::ErrorKind::NotFound {
                 127
             } else {
                 126
             };
+            return fail(
+                format!("bufaio: exec: cannot execute {}: {e}", prog.display()),
+                code,
+            );
         }
     };
     drop(cmd);

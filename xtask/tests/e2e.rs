@@ -149,6 +149,15 @@ fn exec_runs_a_command_with_files_and_returns_its_status() {
     assert!(stdout.contains("hello from the host"), "{text}");
     assert!(stdout.contains("ext3-mounted"), "{text}");
     assert!(stdout.contains("6.12."), "{text}");
+    // A command that cannot start: 127, and the guest's reason on stderr
+    // (not only in console.log).
+    let (code, text, out) = xtask(&["exec", "--kernel", "unpatched", "--", "/nonexistent"]);
+    assert_eq!(code, 127, "{text}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("bufaio: exec: /nonexistent: not found"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -60,6 +60,21 @@ pub fn main(a: Args) -> Result<i32> {
         let r = pipeline::boot_and_test(&ctx, kb, &root, &job, &opts, &dir.join(name.join("+")))?;
         match (r.outcome, r.exec_status) {
             (Outcome::Pass, Some(st)) => {
+                if st == 126 || st == 127 {
+                    // The command did not start: the guest's reason (also
+                    // in the output, if the port was up) on stderr.
+                    let console =
+                        std::fs::read_to_string(r.dir.join("console.log")).unwrap_or_default();
+                    for l in console.lines() {
+                        let Some(i) = l.find("bufaio: exec: ") else {
+                            continue;
+                        };
+                        // Not the "bufaio: exec: [argv] in DIR" launch line.
+                        if !l[i + "bufaio: exec: ".len()..].starts_with('[') {
+                            eprintln!("{}: {}", name.join("+"), &l[i..]);
+                        }
+                    }
+                }
                 ctx.ui
                     .info(format!("{}: command exited with {st}", name.join("+")));
                 if code == 0 {
