@@ -152,6 +152,7 @@ pub fn run_observed(
     let mut end = VmEnd::Exited;
     let mut reader_done = false;
     let mut qemu_status = None;
+    let mut qemu_signal: Option<i32> = None;
     loop {
         match rx.recv_timeout(Duration::from_millis(100)) {
             Ok(chunk) => {
@@ -198,6 +199,7 @@ pub fn run_observed(
         if let Some(c) = guard.0.as_mut() {
             if let Some(st) = c.try_wait()? {
                 qemu_status = st.code();
+                qemu_signal = std::os::unix::process::ExitStatusExt::signal(&st);
                 guard.0 = None;
             }
         }
@@ -236,6 +238,26 @@ pub fn run_observed(
         }
     }
     let stderr = fs::read_to_string(&stderr_log).unwrap_or_default();
+    // Ended by a signal the toolkit did not send (its own kills are the
+    // timeouts above, which set `end`): an infrastructure failure, not a
+    // kernel crash. QEMU catches SIGTERM/SIGINT/SIGHUP itself, exits 0
+    // and says so on stderr.
+    let external = match (
+        qemu_signal,
+        stderr.lines().find(|l| l.contains("terminating on signal")),
+    ) {
+        (Some(sig), _) => Some(format!(
+            "QEMU was killed by signal {sig} ({})",
+            signal_name(sig)
+        )),
+        (None, Some(l)) => Some(l.trim().to_string()),
+        (None, None) => None,
+    };
+    if let (VmEnd::Exited, Some(why)) = (&end, external) {
+        end = VmEnd::QemuFailed(format!(
+            "{why}, not by the toolkit: the guest did not finish (see qemu-stderr.log)"
+        ));
+    }
     if matches!(end, VmEnd::Exited)
         && ready.is_none()
         && console.is_empty()
@@ -256,6 +278,19 @@ pub fn run_observed(
         boot_to_ktap: first_ktap,
         qemu_status,
     })
+}
+
+fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGINT => "SIGINT",
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        _ => "signal",
+    }
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> bool {

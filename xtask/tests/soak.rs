@@ -244,3 +244,87 @@ fn sigint_during_a_run_leaves_no_qemu() {
         "QEMU outlived the run"
     );
 }
+
+/// Starts a long soak and returns it with its run id once the guest
+/// reports progress (QEMU is up and the workload runs).
+fn soak_until_progress() -> (
+    std::process::Child,
+    String,
+    std::io::Lines<std::io::BufReader<std::process::ChildStderr>>,
+) {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args([
+            "soak",
+            "--kernel",
+            "patched",
+            "--ops",
+            "1000000",
+            "--filter",
+            "soak/fsx@ext2",
+            "--seed",
+            "1",
+        ])
+        .current_dir(common::root())
+        .env_remove("GITHUB_ACTIONS")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start xtask soak");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut run_id = None;
+    let mut seen = 0;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        eprintln!("{line}");
+        if let Some(rest) = line.split("] soak ").nth(1) {
+            run_id = rest.split(':').next().map(str::to_string);
+        }
+        if line.contains("soak/fsx@ext2") && line.contains("ops/s") {
+            break;
+        }
+        seen += 1;
+        assert!(seen < 200, "the guest never reported progress");
+    }
+    (child, run_id.expect("soak printed its run id"), lines)
+}
+
+/// Issue 18: QEMU ended by a signal the toolkit did not send (the OOM
+/// killer, an operator's kill, QEMU crashing) is an infrastructure failure
+/// (128) saying so, not a kernel crash (2, which bisect would count as a
+/// bad commit). SIGKILL is seen as the wait status; QEMU handles SIGTERM
+/// itself, exits 0 and says "terminating on signal" on stderr.
+#[test]
+fn qemu_killed_from_outside_is_infrastructure_not_a_crash() {
+    let _g = common::serial();
+    for (sig, expect) in [
+        (
+            libc::SIGKILL,
+            "QEMU was killed by signal 9 (SIGKILL), not by the toolkit",
+        ),
+        (libc::SIGTERM, "terminating on signal 15"),
+    ] {
+        let (mut child, run_id, lines) = soak_until_progress();
+        let pids = qemu_pids(&run_id);
+        assert_eq!(pids.len(), 1, "one QEMU of run {run_id}: {pids:?}");
+        // SAFETY: a signal to a QEMU process this test's child started.
+        assert_eq!(unsafe { libc::kill(pids[0] as i32, sig) }, 0);
+        let rest: Vec<String> = lines.map_while(Result::ok).collect();
+        let st = child.wait().unwrap();
+        let text = rest.join("\n");
+        eprintln!("{text}");
+        assert_eq!(st.code(), Some(128), "signal {sig}: {st:?}\n{text}");
+        assert!(text.contains(expect), "signal {sig}: {text}");
+        let summary = std::fs::read_to_string(
+            common::root()
+                .join("target/runs")
+                .join(&run_id)
+                .join("summary.md"),
+        )
+        .unwrap_or_default();
+        assert!(
+            summary.contains(expect),
+            "the reason is in summary.md: {summary}"
+        );
+    }
+}

@@ -108,7 +108,12 @@ pub fn main(mut a: Args) -> Result<i32> {
         },
     )?;
     let table = report::table(&results);
-    std::fs::write(dir.join("summary.md"), &table)?;
+    // Each kernel's outcome and reason too (e.g. why QEMU ended), not
+    // only in console.log.
+    std::fs::write(
+        dir.join("summary.md"),
+        format!("{table}\n{}", report::kernel_lines(&results)),
+    )?;
     println!("\n{table}");
     print!("{}", report::kernel_lines(&results));
     println!(

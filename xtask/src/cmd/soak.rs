@@ -258,7 +258,12 @@ pub fn main(mut a: Args) -> Result<i32> {
     std::fs::write(dir.join("soak.json"), serde_json::to_string_pretty(&rep)?)
         .context("cannot write soak.json")?;
     let table = soak::table(&rows);
-    std::fs::write(dir.join("summary.md"), &table)?;
+    // Each kernel's outcome and reason too (e.g. why QEMU ended), not
+    // only in console.log.
+    std::fs::write(
+        dir.join("summary.md"),
+        format!("{table}\n{}", report::kernel_lines(&results)),
+    )?;
     println!("\n{table}");
     for r in rows.iter().filter(|r| r.verdict == "fail") {
         println!(
