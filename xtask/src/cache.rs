@@ -93,7 +93,56 @@ impl Cache {
         let mut f = &file;
         let _ = f.set_len(0);
         let _ = writeln!(f, "pid {}", std::process::id());
+        let swept = self.sweep();
+        if !swept.is_empty() {
+            eprintln!(
+                "bufaio: removed {} temp dir(s) left by an interrupted run: {}",
+                swept.len(),
+                swept
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
         Ok(CacheLock { _file: file })
+    }
+
+    /// Temp trees (`trees/.extract-*`) and downloads/extractions
+    /// (`tmp/*`) exist only while a holder of the lock works on them: with
+    /// the lock held, any found is debris of a run that was killed (a
+    /// signal ends the process without running destructors). Removes
+    /// them; returns what was removed.
+    fn sweep(&self) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        let debris = |dir: PathBuf, all: bool| -> Vec<PathBuf> {
+            fs::read_dir(&dir)
+                .map(|rd| {
+                    rd.flatten()
+                        .map(|e| e.path())
+                        .filter(|p| {
+                            all || p
+                                .file_name()
+                                .is_some_and(|n| n.to_string_lossy().starts_with(".extract-"))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        for p in debris(self.trees(), false)
+            .into_iter()
+            .chain(debris(self.tmp(), true))
+        {
+            let r = if p.is_dir() {
+                fs::remove_dir_all(&p)
+            } else {
+                fs::remove_file(&p)
+            };
+            if r.is_ok() {
+                out.push(p);
+            }
+        }
+        out
     }
 }
 
@@ -138,6 +187,23 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lock_sweeps_temp_debris_of_killed_runs() {
+        let d = tempfile::tempdir().unwrap();
+        let c = Cache::at(d.path().join("c")).unwrap();
+        fs::create_dir_all(c.trees().join(".extract-abc/fs")).unwrap();
+        fs::write(c.trees().join(".extract-abc/fs/aio.c"), "x").unwrap();
+        fs::create_dir_all(c.trees().join("0123456789abcdef")).unwrap();
+        fs::create_dir_all(c.tmp().join(".tmpXYZ")).unwrap();
+        let _l = c.lock().unwrap();
+        assert!(!c.trees().join(".extract-abc").exists());
+        assert!(!c.tmp().join(".tmpXYZ").exists());
+        assert!(
+            c.trees().join("0123456789abcdef").exists(),
+            "finished trees stay"
+        );
+    }
 
     #[test]
     fn lock_is_exclusive_between_handles() {

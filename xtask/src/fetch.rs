@@ -152,7 +152,9 @@ fn apt_download(
         }
         let tmp = tempfile::tempdir_in(cache.tmp()).context("cannot create a temp dir")?;
         stage.note(format!("apt-get download {package}={version}"));
-        let out = Command::new("apt-get")
+        let mut apt = Command::new("apt-get");
+        crate::proc::die_with_parent(&mut apt);
+        let out = apt
             .args(["download", "-q", &format!("{package}={version}")])
             .current_dir(tmp.path())
             .output()
@@ -185,7 +187,9 @@ fn deb_tarball(
     {
         stage.note("extracting the source tarball from the .deb");
         let tmp = tempfile::tempdir_in(cache.tmp()).context("cannot create a temp dir")?;
-        let out = Command::new("dpkg-deb")
+        let mut dpkg = Command::new("dpkg-deb");
+        crate::proc::die_with_parent(&mut dpkg);
+        let out = dpkg
             .arg("-x")
             .arg(deb)
             .arg(tmp.path())

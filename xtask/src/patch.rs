@@ -221,7 +221,9 @@ pub fn prepare(src: &Fetched, series: &Series, cache: &Cache, ui: &Ui) -> Result
         .tempdir_in(cache.trees())
         .context("cannot create a temp dir for the tree")?;
     stage.note(format!("extracting {}", src.tarball.display()));
-    let out = Command::new("tar")
+    let mut tar = Command::new("tar");
+    crate::proc::die_with_parent(&mut tar);
+    let out = tar
         .arg("-xf")
         .arg(&src.tarball)
         .arg("-C")

@@ -279,3 +279,99 @@ fn workflows_pass_actionlint_and_zizmor() {
     );
     assert!(text.contains("No findings to report"), "{text}");
 }
+
+/// Issue 18: SIGINT during source extraction leaves no tar running, and
+/// the next command that takes the cache lock removes the half-extracted
+/// tree. On a copy of the cache (its downloads hard-linked).
+#[test]
+fn interrupted_extraction_leaves_no_tar_and_is_swept() {
+    use std::io::{BufRead, BufReader};
+    let real = std::env::var_os("BUFAIO_CACHE_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/bufaio")
+        });
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    std::fs::create_dir_all(cache.join("downloads")).unwrap();
+    // Make sure the real cache has the download, then link it.
+    let (code, text, _) = xtask(&["fetch"]);
+    assert_eq!(code, 0, "{text}");
+    for e in std::fs::read_dir(real.join("downloads")).unwrap().flatten() {
+        let to = cache.join("downloads").join(e.file_name());
+        if std::fs::hard_link(e.path(), &to).is_err() {
+            std::fs::copy(e.path(), &to).unwrap();
+        }
+    }
+    let _g = common::serial();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["build", "--kernel", "unpatched"])
+        .current_dir(common::root())
+        .env("BUFAIO_CACHE_DIR", &cache)
+        .env_remove("GITHUB_ACTIONS")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let trees = cache.join("trees");
+    let extracting = |t: &std::path::Path| -> bool {
+        std::fs::read_dir(t)
+            .map(|rd| {
+                rd.flatten()
+                    .any(|e| e.file_name().to_string_lossy().starts_with(".extract-"))
+            })
+            .unwrap_or(false)
+    };
+    for l in lines.by_ref() {
+        let l = l.unwrap();
+        eprintln!("{l}");
+        if l.contains("extracting") {
+            break;
+        }
+    }
+    // Let tar write for a while.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert!(extracting(&trees), "no .extract-* tree while extracting");
+    let tars = || -> Vec<u32> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+                continue;
+            };
+            let cmd = String::from_utf8_lossy(&cmd);
+            if cmd.starts_with("tar\0") && cmd.contains(&*cache.to_string_lossy()) {
+                out.push(pid);
+            }
+        }
+        out
+    };
+    assert!(!tars().is_empty(), "tar is not running");
+    // SAFETY: a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let st = child.wait().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(st.signal(), Some(libc::SIGINT), "{st:?}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !tars().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(tars(), Vec::<u32>::new(), "tar outlived the build");
+    assert!(extracting(&trees), "the interrupted tree is there to sweep");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .arg("fetch")
+        .current_dir(common::root())
+        .env("BUFAIO_CACHE_DIR", &cache)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("removed 1 temp dir(s) left by an interrupted run"),
+        "{text}"
+    );
+    assert!(!extracting(&trees), "swept");
+}
