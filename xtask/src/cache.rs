@@ -108,8 +108,8 @@ impl Cache {
         Ok(CacheLock { _file: file })
     }
 
-    /// Temp trees (`trees/.extract-*`) and downloads/extractions
-    /// (`tmp/*`) exist only while a holder of the lock works on them: with
+    /// Temp trees (`trees/.extract-*`), partial downloads
+    /// (`downloads/.tmp*`) and extractions (`tmp/*`) exist only while a holder of the lock works on them: with
     /// the lock held, any found is debris of a run that was killed (a
     /// signal ends the process without running destructors). Removes
     /// them; returns what was removed.
@@ -129,9 +129,21 @@ impl Cache {
                 })
                 .unwrap_or_default()
         };
+        let partial_downloads: Vec<PathBuf> = fs::read_dir(self.downloads())
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| {
+                        p.file_name()
+                            .is_some_and(|n| n.to_string_lossy().starts_with(".tmp"))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         for p in debris(self.trees(), false)
             .into_iter()
             .chain(debris(self.tmp(), true))
+            .chain(partial_downloads)
         {
             let r = if p.is_dir() {
                 fs::remove_dir_all(&p)

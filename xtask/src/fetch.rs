@@ -45,6 +45,12 @@ impl From<anyhow::Error> for Miss {
 }
 
 pub fn fetch(sources: &[Source], cache: &Cache, ui: &Ui) -> Result<Fetched> {
+    fetch_with(sources, cache, ui, false)
+}
+
+/// [`fetch`]; with `force` every cached file is re-hashed (`cargo xtask
+/// fetch`), otherwise only those whose size or mtime changed.
+pub fn fetch_with(sources: &[Source], cache: &Cache, ui: &Ui, force: bool) -> Result<Fetched> {
     let mut reasons = Vec::new();
     for (i, src) in sources.iter().enumerate() {
         let stage = ui.stage("fetch", src.describe());
@@ -54,8 +60,16 @@ pub fn fetch(sources: &[Source], cache: &Cache, ui: &Ui) -> Result<Fetched> {
                 version,
                 sha256,
                 url,
-            } => fetch_debian(package, version, sha256, url.as_deref(), cache, &stage),
-            Source::Url { url, sha256 } => fetch_url(url, sha256, cache, &stage),
+            } => fetch_debian(
+                package,
+                version,
+                sha256,
+                url.as_deref(),
+                cache,
+                &stage,
+                force,
+            ),
+            Source::Url { url, sha256 } => fetch_url(url, sha256, cache, &stage, force),
             Source::Tarball { path, sha256 } => fetch_tarball(path, sha256),
             Source::Git { path, git_ref } => fetch_git(path, git_ref, cache),
         };
@@ -84,16 +98,126 @@ pub fn short(id: &str) -> &str {
     &id[..id.len().min(16)]
 }
 
+/// Checks a fresh download against its pinned sha256. A mismatch is kept
+/// aside for inspection (`rejected-<actual sha>`, never under the pinned
+/// name) and reported as this source being unavailable, so the next
+/// source (or the `url:` fallback) is tried; the run fails (128) only when
+/// none verifies.
 fn verify(path: &Path, expected: &str, what: &str) -> Result<(), Miss> {
     let actual = sha256_file(path).map_err(Miss::Fatal)?;
     if !actual.eq_ignore_ascii_case(expected) {
-        let _ = fs::remove_file(path);
-        return Err(Miss::Fatal(anyhow!(
-            "checksum mismatch for {what}:\n  expected sha256 {expected}\n  actual   sha256 {actual}\n\
-             the file was not kept; if the new content is trusted, update the sha256 in bufaio.yaml"
+        let aside = path
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join(format!("rejected-{actual}"));
+        let kept = match fs::rename(path, &aside) {
+            Ok(()) => format!("kept as {}", aside.display()),
+            Err(_) => {
+                let _ = fs::remove_file(path);
+                "removed".to_string()
+            }
+        };
+        return Err(Miss::Unavailable(format!(
+            "sha256 mismatch for {what}: expected {expected}, got {actual} ({kept}; if the new content is trusted, update the sha256 in bufaio.yaml)"
         )));
     }
     Ok(())
+}
+
+/// `<file>.verified`: `sha256 size mtime_ns` of a cache file when it was
+/// last hashed, so that re-verifying it is cheap until it changes.
+fn stamp_path(path: &Path) -> PathBuf {
+    let mut n = path.file_name().unwrap_or_default().to_os_string();
+    n.push(".verified");
+    path.with_file_name(n)
+}
+
+fn size_mtime(path: &Path) -> Option<(u64, u128)> {
+    let m = fs::metadata(path).ok()?;
+    let t = m
+        .modified()
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?;
+    Some((m.len(), t.as_nanos()))
+}
+
+fn record_stamp(path: &Path, sha: &str) -> Result<()> {
+    let (size, mtime) =
+        size_mtime(path).with_context(|| format!("cannot stat {}", path.display()))?;
+    crate::cache::write_atomic(
+        &stamp_path(path),
+        format!("{sha} {size} {mtime}\n").as_bytes(),
+    )
+}
+
+/// (sha256, size, mtime) recorded for `path`; a legacy `.sha256` memo
+/// gives the sha alone.
+fn read_stamp(path: &Path) -> Option<(String, Option<(u64, u128)>)> {
+    if let Ok(t) = fs::read_to_string(stamp_path(path)) {
+        let w: Vec<&str> = t.split_whitespace().collect();
+        if let [sha, size, mtime] = w[..] {
+            if let (Ok(a), Ok(b)) = (size.parse(), mtime.parse()) {
+                return Some((sha.to_string(), Some((a, b))));
+            }
+        }
+    }
+    let legacy = fs::read_to_string(path.with_extension("sha256")).ok()?;
+    let sha = legacy.trim();
+    (sha.len() == 64).then(|| (sha.to_string(), None))
+}
+
+/// Whether the cached `path` still holds what it should: `expected` (a
+/// pinned sha256) or, without one, the sha256 recorded when it was made.
+/// Cheap while its size and mtime match the stamp; re-hashed when they
+/// changed, when there is no stamp, or always with `force` (`cargo xtask
+/// fetch`). A file that no longer verifies is moved aside (`<name>.bad`)
+/// with a note, and false is returned: the caller fetches it again.
+fn still_good(
+    path: &Path,
+    expected: Option<&str>,
+    force: bool,
+    stage: &crate::ui::Stage,
+) -> Result<bool> {
+    if !path.exists() {
+        return Ok(false);
+    }
+    let stamp = read_stamp(path);
+    let want = match (expected, &stamp) {
+        (Some(e), _) => e.to_ascii_lowercase(),
+        (None, Some((sha, _))) => sha.clone(),
+        // Nothing to compare with: hash it and trust it from now on.
+        (None, None) => {
+            let sha = sha256_file(path)?;
+            record_stamp(path, &sha)?;
+            return Ok(true);
+        }
+    };
+    if !force {
+        if let Some((sha, Some(sm))) = &stamp {
+            if *sha == want && size_mtime(path) == Some(*sm) {
+                return Ok(true);
+            }
+        }
+    }
+    let actual = sha256_file(path)?;
+    if actual == want {
+        record_stamp(path, &actual)?;
+        return Ok(true);
+    }
+    let aside = path.with_file_name(format!(
+        "{}.bad",
+        path.file_name().unwrap_or_default().to_string_lossy()
+    ));
+    fs::rename(path, &aside).with_context(|| format!("cannot move {} aside", path.display()))?;
+    let _ = fs::remove_file(stamp_path(path));
+    let _ = fs::remove_file(path.with_extension("sha256"));
+    stage.note(format!(
+        "cached {} changed (sha256 {actual}, expected {want}): moved to {} and fetched again",
+        path.display(),
+        aside.display()
+    ));
+    Ok(false)
 }
 
 fn fetch_debian(
@@ -103,6 +227,7 @@ fn fetch_debian(
     url: Option<&str>,
     cache: &Cache,
     stage: &crate::ui::Stage,
+    force: bool,
 ) -> Result<Fetched, Miss> {
     let sha = sha256.to_ascii_lowercase();
     let deb = cache.downloads().join(format!("{sha}.deb"));
@@ -112,21 +237,29 @@ fn fetch_debian(
             "dpkg-deb not found (not a Debian-like host)".into(),
         ));
     }
-    if !deb.exists() {
-        if let Err(Miss::Unavailable(why)) =
-            apt_download(package, version, &sha, &deb, cache, stage)
-        {
-            match url {
+    if !still_good(&deb, Some(&sha), force, stage)? {
+        // A stale extraction of a .deb that is gone is not trusted either.
+        let _ = fs::remove_file(&tarball);
+        let _ = fs::remove_file(stamp_path(&tarball));
+        match apt_download(package, version, &sha, &deb, cache, stage) {
+            Ok(()) => {}
+            Err(Miss::Fatal(e)) => return Err(Miss::Fatal(e)),
+            Err(Miss::Unavailable(why)) => match url {
                 Some(u) => {
                     stage.note(format!("apt: {why}; downloading {u}"));
-                    download(u, &sha, &deb, cache, stage)?;
+                    download(u, &sha, &deb, cache, stage).map_err(|e| match e {
+                        Miss::Unavailable(w) => Miss::Unavailable(format!("{why}; then {u}: {w}")),
+                        f => f,
+                    })?;
                 }
                 None => return Err(Miss::Unavailable(why)),
-            }
+            },
         }
+        record_stamp(&deb, &sha)?;
     }
-    if !tarball.exists() {
+    if !still_good(&tarball, None, force, stage)? {
         deb_tarball(package, &deb, &tarball, cache, stage)?;
+        record_stamp(&tarball, &sha256_file(&tarball)?)?;
     }
     let tarball_sha256 = cached_sha(&tarball)?;
     Ok(Fetched {
@@ -213,16 +346,15 @@ fn deb_tarball(
     Ok(())
 }
 
-/// sha256 of a cache file, memoized next to it (cache files are immutable).
+/// sha256 of a cache file, from its stamp while size and mtime match.
 fn cached_sha(path: &Path) -> Result<String> {
-    let memo = path.with_extension("sha256");
-    if let Ok(s) = fs::read_to_string(&memo) {
-        if s.trim().len() == 64 {
-            return Ok(s.trim().to_string());
+    if let Some((sha, Some(sm))) = read_stamp(path) {
+        if size_mtime(path) == Some(sm) {
+            return Ok(sha);
         }
     }
     let s = sha256_file(path)?;
-    crate::cache::write_atomic(&memo, s.as_bytes())?;
+    record_stamp(path, &s)?;
     Ok(s)
 }
 
@@ -238,11 +370,13 @@ fn fetch_url(
     sha256: &str,
     cache: &Cache,
     stage: &crate::ui::Stage,
+    force: bool,
 ) -> Result<Fetched, Miss> {
     let sha = sha256.to_ascii_lowercase();
     let dest = cache.downloads().join(format!("{sha}{}", archive_ext(url)));
-    if !dest.exists() {
+    if !still_good(&dest, Some(&sha), force, stage)? {
         download(url, &sha, &dest, cache, stage)?;
+        record_stamp(&dest, &sha)?;
     }
     Ok(Fetched {
         id: sha.clone(),
@@ -313,9 +447,9 @@ fn fetch_tarball(path: &Path, sha256: &str) -> Result<Fetched, Miss> {
     let sha = sha256.to_ascii_lowercase();
     let actual = sha256_file(path).map_err(Miss::Fatal)?;
     if actual != sha {
-        // A user's own file is never deleted.
-        return Err(Miss::Fatal(anyhow!(
-            "checksum mismatch for {}:\n  expected sha256 {sha}\n  actual   sha256 {actual}",
+        // A user's own file is never moved or deleted.
+        return Err(Miss::Unavailable(format!(
+            "sha256 mismatch for {}: expected {sha}, got {actual}",
             path.display()
         )));
     }
@@ -410,25 +544,98 @@ mod tests {
     }
 
     #[test]
-    fn wrong_checksum_is_fatal_and_not_kept() {
-        let (_d, cache, tar, _sha) = setup();
+    fn wrong_checksum_tries_the_next_source_and_keeps_nothing_under_the_pin() {
+        let (_d, cache, tar, sha) = setup();
         let wrong = "0".repeat(64);
-        let src = vec![
-            Source::Url {
-                url: format!("file://{}", tar.display()),
-                sha256: wrong.clone(),
-            },
-            Source::Tarball {
-                path: tar.clone(),
-                sha256: wrong.clone(),
-            },
-        ];
-        let e = format!("{:#}", fetch(&src, &cache, &Ui::new()).unwrap_err());
-        assert!(e.contains("checksum mismatch"), "{e}");
-        assert!(e.contains(&wrong), "{e}");
-        assert!(e.contains("kernel.sources[0]"), "{e}");
-        let left: Vec<_> = fs::read_dir(cache.downloads()).unwrap().collect();
-        assert!(left.is_empty(), "mismatching download kept: {left:?}");
+        let bad_url = Source::Url {
+            url: format!("file://{}", tar.display()),
+            sha256: wrong.clone(),
+        };
+        let bad_tar = Source::Tarball {
+            path: tar.clone(),
+            sha256: wrong.clone(),
+        };
+        // None verifies: an error naming each source and both sums.
+        let e = format!(
+            "{:#}",
+            fetch(&[bad_url.clone(), bad_tar.clone()], &cache, &Ui::new()).unwrap_err()
+        );
+        assert!(e.contains("no kernel source could be fetched"), "{e}");
+        assert!(
+            e.contains("kernel.sources[0]") && e.contains("kernel.sources[1]"),
+            "{e}"
+        );
+        assert!(
+            e.contains(&format!(
+                "sha256 mismatch for file://{}: expected {wrong}, got {sha}",
+                tar.display()
+            )),
+            "{e}"
+        );
+        let names: Vec<String> = fs::read_dir(cache.downloads())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, vec![format!("rejected-{sha}")], "kept aside only");
+        assert!(tar.exists(), "a user's own tarball is never removed");
+        // A good source after the bad one is used.
+        let good = Source::Tarball {
+            path: tar.clone(),
+            sha256: sha.clone(),
+        };
+        let f = fetch(&[bad_url, good], &cache, &Ui::new()).unwrap();
+        assert_eq!(f.tarball, tar);
+    }
+
+    #[test]
+    fn a_changed_cached_download_is_moved_aside_and_fetched_again() {
+        let (_d, cache, tar, sha) = setup();
+        let src = vec![Source::Url {
+            url: format!("file://{}", tar.display()),
+            sha256: sha.clone(),
+        }];
+        let f = fetch(&src, &cache, &Ui::new()).unwrap();
+        let good = fs::read(&f.tarball).unwrap();
+        // Truncated behind the toolkit's back (size changes: noticed
+        // without --force).
+        fs::write(&f.tarball, &good[..good.len() / 2]).unwrap();
+        let f2 = fetch(&src, &cache, &Ui::new()).unwrap();
+        assert_eq!(fs::read(&f2.tarball).unwrap(), good, "fetched again");
+        let bad = f.tarball.with_file_name(format!(
+            "{}.bad",
+            f.tarball.file_name().unwrap().to_string_lossy()
+        ));
+        assert_eq!(
+            fs::read(&bad).unwrap().len(),
+            good.len() / 2,
+            "the bad copy is kept aside"
+        );
+        // Same size, same mtime, other bytes: only the forced check
+        // (`cargo xtask fetch`) re-hashes; it catches it.
+        let meta = fs::metadata(&f2.tarball).unwrap();
+        let mut other = good.clone();
+        other[0] ^= 0xff;
+        fs::write(&f2.tarball, &other).unwrap();
+        let ft = std::fs::FileTimes::new().set_modified(meta.modified().unwrap());
+        fs::File::options()
+            .write(true)
+            .open(&f2.tarball)
+            .unwrap()
+            .set_times(ft)
+            .unwrap();
+        fetch(&src, &cache, &Ui::new()).unwrap();
+        assert_eq!(
+            fs::read(&f2.tarball).unwrap(),
+            other,
+            "cheap check trusts size+mtime"
+        );
+        fetch_with(&src, &cache, &Ui::new(), true).unwrap();
+        assert_eq!(
+            fs::read(&f2.tarball).unwrap(),
+            good,
+            "forced check re-hashed and re-fetched"
+        );
     }
 
     #[test]

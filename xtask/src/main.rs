@@ -96,7 +96,7 @@ fn fetch_only(config: std::path::PathBuf) -> anyhow::Result<i32> {
     };
     let ctx = common.context()?;
     let _lock = ctx.cache.lock()?;
-    let f = fetch::fetch(&ctx.cfg.kernel.sources, &ctx.cache, &ctx.ui)?;
+    let f = fetch::fetch_with(&ctx.cfg.kernel.sources, &ctx.cache, &ctx.ui, true)?;
     println!("{} {} ({})", f.id, f.tarball.display(), f.description);
     Ok(0)
 }
