@@ -26,6 +26,10 @@ pub struct BootConfig {
     pub fixture: Option<Fixture>,
     /// Sizes of the soak workloads (`bufaio.soak_*`).
     pub soak: SoakConfig,
+    /// `bufaio.heartbeat=S`: PID 1 says it is alive on the console every S
+    /// seconds, so the host's silence timeout watches the guest, not a
+    /// quiet command's output.
+    pub heartbeat: Option<u64>,
     /// Unknown `bufaio.*` keys (reported, not fatal).
     pub warnings: Vec<String>,
 }
@@ -63,6 +67,7 @@ impl Default for BootConfig {
             test_timeout: DEFAULT_TEST_TIMEOUT_S,
             fixture: None,
             soak: SoakConfig::default(),
+            heartbeat: None,
             warnings: Vec::new(),
         }
     }
@@ -166,6 +171,16 @@ pub fn parse(cmdline: &str) -> Result<BootConfig, String> {
                     "soak_ops" => cfg.soak.ops = Some(n),
                     "soak_secs" => cfg.soak.secs = Some(n),
                     _ => cfg.soak.stall_secs = Some(n),
+                }
+            }
+            "heartbeat" => {
+                cfg.heartbeat = match value.parse::<u64>() {
+                    Ok(n) if n > 0 => Some(n),
+                    _ => {
+                        return Err(format!(
+                            "bufaio.heartbeat={value:?}: expected a positive number of seconds"
+                        ))
+                    }
                 }
             }
             "soak_seed" => {
@@ -272,6 +287,8 @@ mod tests {
             }
         );
         assert!(parse("bufaio.soak_ops=0").is_err());
+        assert_eq!(parse("bufaio.heartbeat=45").unwrap().heartbeat, Some(45));
+        assert!(parse("bufaio.heartbeat=0").is_err());
         assert!(parse("bufaio.soak_seed=zz")
             .unwrap_err()
             .contains("soak_seed"));

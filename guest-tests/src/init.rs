@@ -109,11 +109,33 @@ pub fn run_as_init() -> ! {
         std::process::exit(0);
     }
 
+    if let Ok(BootConfig {
+        heartbeat: Some(secs),
+        ..
+    }) = cfg
+    {
+        start_heartbeat(secs);
+    }
     let outcome = std::panic::catch_unwind(|| session(cfg));
     if outcome.is_err() {
         console("bufaio: internal error: PID 1 panicked (see message above); rebooting");
     }
     finish(pid1)
+}
+
+/// A thread of PID 1 that prints `bufaio-heartbeat: <uptime>` on the
+/// console every `secs` seconds: the host's silence timeout then measures
+/// whether the guest runs (a hung kernel stops it; a hung task is reported
+/// by the kernel's hung-task detector), not whether a command is chatty.
+fn start_heartbeat(secs: u64) {
+    std::thread::spawn(move || loop {
+        std::thread::sleep(std::time::Duration::from_secs(secs));
+        let up = std::fs::read_to_string("/proc/uptime").unwrap_or_default();
+        console(&format!(
+            "bufaio-heartbeat: up {} s",
+            up.split_whitespace().next().unwrap_or("?")
+        ));
+    });
 }
 
 /// sync, DONE, reboot (PID 1) or exit (forced --init in a namespace).

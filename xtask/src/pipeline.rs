@@ -456,6 +456,12 @@ pub fn boot_and_test(
     if !ctx.cfg.qemu.append.trim().is_empty() {
         append.push(ctx.cfg.qemu.append.trim().to_string());
     }
+    // Guest liveness for the silence timeout (a quiet `exec` command is
+    // not a hang): a heartbeat line from PID 1 well inside the timeout.
+    append.push(format!(
+        "bufaio.heartbeat={}",
+        (ctx.cfg.timeouts.silence_s / 4).max(1)
+    ));
     append.extend(opts.append.iter().cloned());
     let clock = vm::tcg_clock_args(opts.accel.accel, &append);
     append.extend(clock);

@@ -375,3 +375,41 @@ fn interrupted_extraction_leaves_no_tar_and_is_swept() {
     );
     assert!(!extracting(&trees), "swept");
 }
+
+/// Issue 18: the silence timeout watches the guest, not the command: a
+/// command quiet for longer than the timeout (here 20 s, `sleep 45`) runs
+/// to its end because PID 1 sends a heartbeat; its status is returned.
+#[test]
+fn quiet_exec_command_outlives_the_silence_timeout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = std::fs::read_to_string(root().join("bufaio.yaml"))
+        .unwrap()
+        .replace("silence_s: 180", "silence_s: 20");
+    // Next to bufaio.yaml's relative paths: in target/ they would not resolve.
+    let p = root().join(".quiet-exec-test.yaml");
+    std::fs::write(&p, cfg).unwrap();
+    let _keep = tmp;
+    let (code, text, _) = xtask(&[
+        "exec",
+        "--config",
+        p.to_str().unwrap(),
+        "--kernel",
+        "unpatched",
+        "--",
+        "sh",
+        "-c",
+        "sleep 45; exit 3",
+    ]);
+    let _ = std::fs::remove_file(&p);
+    assert_eq!(code, 3, "the command's status, not a hang: {text}");
+    let mut runs: Vec<PathBuf> = std::fs::read_dir(root().join("target/runs"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().contains("-exec-"))
+        .collect();
+    runs.sort();
+    let dir = runs.pop().expect("an exec run dir");
+    let console = std::fs::read_to_string(dir.join("unpatched/console.log")).unwrap();
+    assert!(console.contains("bufaio-heartbeat: up"), "{console}");
+}
