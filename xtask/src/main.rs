@@ -72,6 +72,8 @@ enum Cmd {
     Bisect(cmd::bisect::Cmd),
     /// For every prefix of the series: applies, builds, checkpatch --strict, (--boot) boots.
     CheckSeries(cmd::check_series::Args),
+    /// Reclaim disk: disk images of finished or killed runs; --runs-older-than D, --trees.
+    Clean(cmd::clean::Args),
     /// actionlint and zizmor over .github/workflows (tools installed on first use).
     LintWorkflows,
     /// Boot a kernel with networking and an SSH server and keep it running (--stop ends it).
@@ -93,6 +95,7 @@ fn fetch_only(config: std::path::PathBuf) -> anyhow::Result<i32> {
         cpus: None,
         test_timeout: None,
         bzimage: None,
+        keep_disks: false,
     };
     let ctx = common.context()?;
     let _lock = ctx.cache.lock()?;
@@ -126,6 +129,7 @@ fn main() {
         Cmd::BenchToolkit(a) => cmd::bench_toolkit::main(a),
         Cmd::Bisect(c) => cmd::bisect::main(c),
         Cmd::CheckSeries(a) => cmd::check_series::main(a),
+        Cmd::Clean(a) => cmd::clean::main(a, &cmd::project_root()),
         Cmd::LintWorkflows => cmd::lint_workflows::main(),
         Cmd::Vm(a) => cmd::vm::main(a),
         Cmd::Ssh(a) => cmd::ssh::main(a),

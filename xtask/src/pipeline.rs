@@ -72,6 +72,8 @@ pub struct Ctx {
     pub ui: Ui,
     /// `--bzimage`: boot this kernel instead of building one.
     pub prebuilt: Option<PathBuf>,
+    /// `--keep-disks`: leave the disk images in the run dir.
+    pub keep_disks: bool,
 }
 
 /// A built kernel, ready to boot.
@@ -588,11 +590,20 @@ pub fn boot_and_test(
             tests.push(row);
         }
     }
-    // Disks are per run and large: drop them once checked (sparse, but still).
-    for d in &disks {
-        let _ = fs::remove_file(&d.path);
+    // Disks are per run and large: drop them once checked (sparse, but
+    // still), unless asked to keep them (`cargo xtask clean` removes them
+    // from runs that were killed before getting here).
+    if ctx.keep_disks {
+        ctx.ui.info(format!(
+            "disk images kept in {} (--keep-disks)",
+            dir.display()
+        ));
+    } else {
+        for d in &disks {
+            let _ = fs::remove_file(&d.path);
+        }
+        let _ = fs::remove_dir_all(dir.join("payload"));
     }
-    let _ = fs::remove_dir_all(dir.join("payload"));
     let splat_rows: Vec<SplatRow> = splats
         .iter()
         .map(|s| SplatRow {

@@ -413,3 +413,43 @@ fn quiet_exec_command_outlives_the_silence_timeout() {
     let console = std::fs::read_to_string(dir.join("unpatched/console.log")).unwrap();
     assert!(console.contains("bufaio-heartbeat: up"), "{console}");
 }
+
+/// Issue 18: a run deletes its disk images when it ends unless
+/// `--keep-disks`; `cargo xtask clean` removes the ones left (kept or from
+/// a killed run) and keeps the logs.
+#[test]
+fn keep_disks_and_clean() {
+    let (code, text, _) = xtask(&[
+        "run",
+        "--kernel",
+        "unpatched",
+        "--filter",
+        "basic/setup_destroy",
+        "--keep-disks",
+    ]);
+    assert_eq!(code, 0, "{text}");
+    let dir = artifacts(&text);
+    let disks = |d: &Path| -> Vec<PathBuf> {
+        std::fs::read_dir(d.join("unpatched"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                let n = p.file_name().unwrap().to_string_lossy();
+                n.starts_with("disk-") && n.ends_with(".img")
+            })
+            .collect()
+    };
+    assert!(!disks(&dir).is_empty(), "--keep-disks kept nothing");
+    let (code, text, _) = xtask(&["clean", "--dry-run"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("would remove") && text.contains(&*dir.to_string_lossy()),
+        "{text}"
+    );
+    assert!(!disks(&dir).is_empty(), "--dry-run removed something");
+    let (code, text, _) = xtask(&["clean"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(disks(&dir).is_empty(), "clean left disk images: {text}");
+    assert!(dir.join("unpatched/console.log").is_file(), "logs are kept");
+}

@@ -6,6 +6,7 @@ pub mod bench_toolkit;
 pub mod bisect;
 pub mod build;
 pub mod check_series;
+pub mod clean;
 pub mod exec;
 pub mod lint_workflows;
 pub mod push;
@@ -55,6 +56,11 @@ pub struct Common {
     /// and building one; judged like the patched kernel.
     #[arg(long)]
     pub bzimage: Option<PathBuf>,
+    /// Keep the run's disk images (test filesystems, slow-device copies,
+    /// payload) in the run dir for inspection instead of deleting them
+    /// when the kernel's run ends.
+    #[arg(long)]
+    pub keep_disks: bool,
 }
 
 /// Workspace root: the parent of the xtask crate.
@@ -82,6 +88,7 @@ impl Common {
             cache: Cache::open()?,
             ui: Ui::new(),
             prebuilt: self.bzimage.clone(),
+            keep_disks: self.keep_disks,
         })
     }
 
