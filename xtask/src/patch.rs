@@ -216,6 +216,18 @@ pub fn prepare(src: &Fetched, series: &Series, cache: &Cache, ui: &Ui) -> Result
         format!("{} patches", series.patches.len())
     };
     let stage = ui.stage("patch", format!("tree {} ({what})", short(&key)));
+    let need = extracted_size_estimate(&src.tarball);
+    if let Some(free) = free_bytes(&cache.trees()) {
+        if free < need {
+            anyhow::bail!(
+                "no space left on {}: extracting {} needs about {} MiB, {} MiB free (free some, e.g. `cargo xtask clean --trees`, or point BUFAIO_CACHE_DIR elsewhere)",
+                cache.trees().display(),
+                src.tarball.display(),
+                need >> 20,
+                free >> 20
+            );
+        }
+    }
     let tmp = tempfile::Builder::new()
         .prefix(".extract-")
         .tempdir_in(cache.trees())
@@ -232,10 +244,20 @@ pub fn prepare(src: &Fetched, series: &Series, cache: &Cache, ui: &Ui) -> Result
         .output()
         .context("cannot run tar")?;
     if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        if err.contains("No space left on device") || err.contains("Wrote only") {
+            anyhow::bail!(
+                "no space left on {} while extracting {} (needs about {} MiB, {} MiB free now); the partial tree was removed",
+                cache.trees().display(),
+                src.tarball.display(),
+                need >> 20,
+                free_bytes(&cache.trees()).unwrap_or(0) >> 20
+            );
+        }
         anyhow::bail!(
-            "cannot extract {}: {} (disk full? corrupt archive?)",
+            "cannot extract {}: {} (corrupt archive?)",
             src.tarball.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
+            err.trim()
         );
     }
     if !tmp.path().join("Makefile").is_file() || !tmp.path().join("fs/aio.c").is_file() {
@@ -269,6 +291,34 @@ pub fn prepare(src: &Fetched, series: &Series, cache: &Cache, ui: &Ui) -> Result
         .with_context(|| format!("cannot rename {} to {}", tmp_path.display(), path.display()))?;
     stage.finish(format!("ready at {}", path.display()));
     Ok(tree)
+}
+
+/// Roughly what extracting `tarball` takes: compressed kernel sources
+/// expand about 10x (xz, zstd) or 6x (gzip, bzip2).
+pub fn extracted_size_estimate(tarball: &Path) -> u64 {
+    let len = fs::metadata(tarball).map(|m| m.len()).unwrap_or(0);
+    let name = tarball.to_string_lossy();
+    let factor = if name.ends_with(".xz") || name.ends_with(".zst") {
+        10
+    } else if name.ends_with(".gz") || name.ends_with(".bz2") {
+        6
+    } else {
+        1
+    };
+    len.saturating_mul(factor)
+}
+
+/// Bytes available to an unprivileged writer on the filesystem of `dir`.
+pub fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs writes into the zeroed struct we own; `c` is a
+    // NUL-terminated path that outlives the call.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
 }
 
 fn warn_fuzz(tree: &Tree, ui: &Ui) {

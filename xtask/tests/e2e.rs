@@ -453,3 +453,76 @@ fn keep_disks_and_clean() {
     assert!(disks(&dir).is_empty(), "clean left disk images: {text}");
     assert!(dir.join("unpatched/console.log").is_file(), "logs are kept");
 }
+
+/// Issue 18: a cache on a filesystem too small for the source tree fails
+/// with the space needed and free (128), before tar writes anything, and
+/// leaves no partial tree. A 64 MiB tmpfs as the cache (root only: CI).
+#[test]
+fn too_little_space_for_the_tree_is_named_and_leaves_nothing() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root to mount a small tmpfs");
+        return;
+    }
+    let (code, text, _) = xtask(&["fetch"]);
+    assert_eq!(code, 0, "{text}");
+    // The cached source tarball and its sha, as a `tarball:` source.
+    let tarball = text
+        .lines()
+        .find_map(|l| {
+            l.split_whitespace()
+                .find(|w| w.ends_with(".deb.tar.xz"))
+                .map(PathBuf::from)
+        })
+        .expect("fetch names the tarball");
+    let stamp = std::fs::read_to_string(format!("{}.verified", tarball.display())).unwrap();
+    let sha = stamp.split_whitespace().next().unwrap().to_string();
+    let tmp = tempfile::tempdir().unwrap();
+    let mnt = tmp.path().join("small");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let st = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64m", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    struct Umount(PathBuf);
+    impl Drop for Umount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _u = Umount(mnt.clone());
+    let cfg = std::fs::read_to_string(root().join("bufaio.yaml")).unwrap();
+    let start = cfg.find("kernel:\n").unwrap();
+    let end = start + cfg[start..].find("\nseries:").unwrap();
+    let cfg = format!(
+        "{}kernel:\n  version: \"6.12.117\"\n  sources:\n    - kind: tarball\n      path: {}\n      sha256: {sha}{}",
+        &cfg[..start],
+        tarball.display(),
+        &cfg[end..]
+    );
+    let yaml = root().join(".small-cache-test.yaml");
+    std::fs::write(&yaml, cfg).unwrap();
+    let _g = common::serial();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["build", "--kernel", "unpatched", "--config"])
+        .arg(&yaml)
+        .current_dir(root())
+        .env("BUFAIO_CACHE_DIR", &mnt)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&yaml);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(128), "{text}");
+    assert!(text.contains("no space left on"), "{text}");
+    assert!(text.contains("MiB free"), "{text}");
+    let left: Vec<_> = std::fs::read_dir(mnt.join("trees"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert!(left.is_empty(), "partial tree left: {left:?}");
+}
