@@ -237,6 +237,34 @@ fn bad_inputs_are_refused_before_any_build() {
             && text.contains("nope.config does not exist"),
         "{text}"
     );
+    // Values no guest can run with.
+    for (args, msg) in [
+        (
+            &["run", "--test-timeout", "0"][..],
+            "--test-timeout 0: expected a positive number",
+        ),
+        (&["run", "--cpus", "0"][..], "--cpus 0: expected at least 1"),
+        (
+            &["run", "--memory", "16"][..],
+            "--memory 16: the guest needs at least 64 MiB",
+        ),
+        (
+            &["exec", "--add", "/nonexistent", "--", "true"][..],
+            "--add /nonexistent: No such file",
+        ),
+        (
+            &["exec", "--add", "/tmp", "--", "true"][..],
+            "--add /tmp: not a regular file",
+        ),
+        (
+            &["run", "--filter", "nonexistent/*"][..],
+            "--filter nonexistent/*: matches no test; nearest:",
+        ),
+    ] {
+        let (code, text, _) = xtask(args);
+        assert_eq!(code, 129, "{args:?}: {text}");
+        assert!(text.contains(msg), "{args:?}: {text}");
+    }
     // A bisect --test glob that selects nothing would make every step good.
     let (code, text, _) = xtask(&["bisect", "series", "--test", "nonexistent/*"]);
     assert_eq!(code, 129, "{text}");
