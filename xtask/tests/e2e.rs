@@ -554,3 +554,153 @@ fn too_little_space_for_the_tree_is_named_and_leaves_nothing() {
         .collect();
     assert!(left.is_empty(), "partial tree left: {left:?}");
 }
+
+/// A config whose kernel.sources are `sources` (YAML list items), the rest
+/// as shipped; written next to bufaio.yaml so relative paths resolve.
+fn config_with_sources(name: &str, sources: &str) -> PathBuf {
+    let cfg = std::fs::read_to_string(root().join("bufaio.yaml")).unwrap();
+    let start = cfg.find("kernel:\n").unwrap();
+    let end = start + cfg[start..].find("\nseries:").unwrap();
+    let cfg = format!(
+        "{}kernel:\n  version: \"6.12.117\"\n  sources:\n{sources}{}",
+        &cfg[..start],
+        &cfg[end..]
+    );
+    let p = root().join(format!(".{name}.yaml"));
+    std::fs::write(&p, cfg).unwrap();
+    p
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    format!("{:x}", sha2::Sha256::digest(data))
+}
+
+/// Issue 18, on a cache of its own (BUFAIO_CACHE_DIR): a wrong pinned
+/// sha256 names both sums and falls through to the next source (exit 0),
+/// or fails 128 when none verifies; a cached download replaced behind the
+/// toolkit's back is found by `fetch`, moved aside and fetched again.
+#[test]
+fn bad_checksums_and_changed_cache_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let src = tmp.path().join("linux-fixture.tar.gz");
+    let body = b"not really a kernel, but fetch only verifies".repeat(1000);
+    std::fs::write(&src, &body).unwrap();
+    let good = sha256_hex(&body);
+    let wrong = "0".repeat(64);
+    let fetch = |cfg: &Path| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .args(["fetch", "--config"])
+            .arg(cfg)
+            .current_dir(root())
+            .env("BUFAIO_CACHE_DIR", &cache)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        eprintln!("{text}");
+        (out.status.code(), text)
+    };
+    let url = format!("file://{}", src.display());
+    let only_bad = config_with_sources(
+        "bad-sha-test",
+        &format!("    - kind: url\n      url: {url}\n      sha256: {wrong}\n"),
+    );
+    let (code, text) = fetch(&only_bad);
+    assert_eq!(code, Some(128), "{text}");
+    assert!(
+        text.contains(&format!(
+            "sha256 mismatch for {url}: expected {wrong}, got {good}"
+        )),
+        "{text}"
+    );
+    let then_good = config_with_sources(
+        "bad-then-good-sha-test",
+        &format!(
+            "    - kind: url\n      url: {url}\n      sha256: {wrong}\n    - kind: url\n      url: {url}\n      sha256: {good}\n"
+        ),
+    );
+    let (code, text) = fetch(&then_good);
+    assert_eq!(code, Some(0), "{text}");
+    let cached = cache.join(format!("downloads/{good}.tar.gz"));
+    assert_eq!(std::fs::read(&cached).unwrap(), body);
+    // Replaced behind the toolkit's back, same size.
+    let mut other = body.clone();
+    other[0] ^= 1;
+    std::fs::write(&cached, &other).unwrap();
+    let (code, text) = fetch(&then_good);
+    let _ = std::fs::remove_file(&only_bad);
+    let _ = std::fs::remove_file(&then_good);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("changed (sha256") && text.contains("fetched again"),
+        "{text}"
+    );
+    assert_eq!(std::fs::read(&cached).unwrap(), body, "fetched again");
+    assert!(cached
+        .with_file_name(format!("{good}.tar.gz.bad"))
+        .is_file());
+}
+
+/// Issue 18: a patch that applies only with fuzz is applied with a warning
+/// naming it and the hunk, and check-series fails on it unless --fuzz. On
+/// a cache of its own (downloads linked from the real one), so the fixture's
+/// tree goes away with the test.
+#[test]
+fn fuzz_is_warned_and_fails_check_series() {
+    let (code, text, _) = xtask(&["fetch"]);
+    assert_eq!(code, 0, "{text}");
+    let real = std::env::var_os("BUFAIO_CACHE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/bufaio"));
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    std::fs::create_dir_all(cache.join("downloads")).unwrap();
+    for e in std::fs::read_dir(real.join("downloads")).unwrap().flatten() {
+        let to = cache.join("downloads").join(e.file_name());
+        if std::fs::hard_link(e.path(), &to).is_err() {
+            std::fs::copy(e.path(), &to).unwrap();
+        }
+    }
+    let series = root().join("xtask/tests/fixtures/fuzz/series");
+    let check = |extra: &[&str]| {
+        let _g = common::serial();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .args(["check-series", "--no-build", "--series"])
+            .arg(&series)
+            .args(extra)
+            .current_dir(root())
+            .env("BUFAIO_CACHE_DIR", &cache)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        eprintln!("{text}");
+        (out.status.code(), text)
+    };
+    let (code, text) = check(&[]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("patch 0001-fixture-applies-with-fuzz.patch applies only with fuzz: fs/aio.c hunk #1 at line 2, fuzz 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("| FUZZ: fs/aio.c hunk #1 at line 2, fuzz 1 |"),
+        "{text}"
+    );
+    assert!(
+        text.contains("| clean |"),
+        "the fixture is checkpatch-clean: {text}"
+    );
+    // Accepted with --fuzz (the cached tree still says so).
+    let (code, text) = check(&["--fuzz"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("applies only with fuzz"), "{text}");
+}
