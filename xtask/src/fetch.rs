@@ -1,10 +1,12 @@
 //! Stage 1, fetch: obtain a verified kernel source archive.
 //!
 //! Sources from `kernel.sources` are tried in order. "Not available" (no
-//! apt-get, no network, missing file) moves on to the next source; a checksum
-//! mismatch is an error that stops the run, and the mismatching file is never
-//! kept. Downloads go to a temporary name in the cache and are renamed into
-//! place only after verification.
+//! apt-get, no network, missing file, a checksum mismatch) moves on to the
+//! next source; the run fails only when none verifies. A mismatching
+//! download is never kept under its pinned name (it is set aside as
+//! `downloads/rejected-<actual sha>`). Downloads go to a temporary name in
+//! the cache and are renamed into place only after verification; cached
+//! files are re-verified (see [`still_good`]).
 
 use crate::cache::{sha256_file, Cache};
 use crate::config::Source;
@@ -34,7 +36,7 @@ pub struct Fetched {
 enum Miss {
     /// Try the next source.
     Unavailable(String),
-    /// Stop: checksum mismatch or similar integrity problem.
+    /// Stop: an error no other source can help with (I/O, a bad git ref).
     Fatal(anyhow::Error),
 }
 
@@ -103,13 +105,10 @@ pub fn short(id: &str) -> &str {
 /// name) and reported as this source being unavailable, so the next
 /// source (or the `url:` fallback) is tried; the run fails (128) only when
 /// none verifies.
-fn verify(path: &Path, expected: &str, what: &str) -> Result<(), Miss> {
+fn verify(path: &Path, expected: &str, what: &str, aside_dir: &Path) -> Result<(), Miss> {
     let actual = sha256_file(path).map_err(Miss::Fatal)?;
     if !actual.eq_ignore_ascii_case(expected) {
-        let aside = path
-            .parent()
-            .unwrap_or(Path::new("."))
-            .join(format!("rejected-{actual}"));
+        let aside = aside_dir.join(format!("rejected-{actual}"));
         let kept = match fs::rename(path, &aside) {
             Ok(()) => format!("kept as {}", aside.display()),
             Err(_) => {
@@ -142,13 +141,16 @@ fn size_mtime(path: &Path) -> Option<(u64, u128)> {
     Some((m.len(), t.as_nanos()))
 }
 
+/// Best effort: without a stamp (read-only cache, disk full) the file is
+/// simply re-hashed next time; a verified source is never refused for it.
 fn record_stamp(path: &Path, sha: &str) -> Result<()> {
-    let (size, mtime) =
-        size_mtime(path).with_context(|| format!("cannot stat {}", path.display()))?;
-    crate::cache::write_atomic(
-        &stamp_path(path),
-        format!("{sha} {size} {mtime}\n").as_bytes(),
-    )
+    if let Some((size, mtime)) = size_mtime(path) {
+        let _ = crate::cache::write_atomic(
+            &stamp_path(path),
+            format!("{sha} {size} {mtime}\n").as_bytes(),
+        );
+    }
+    Ok(())
 }
 
 /// (sha256, size, mtime) recorded for `path`; a legacy `.sha256` memo
@@ -303,7 +305,12 @@ fn apt_download(
             .filter_map(|e| e.ok().map(|e| e.path()))
             .find(|p| p.extension().is_some_and(|x| x == "deb"))
             .ok_or_else(|| Miss::Unavailable("apt-get download produced no .deb".into()))?;
-        verify(&got, sha, &format!("{package}={version}"))?;
+        verify(
+            &got,
+            sha,
+            &format!("{package}={version}"),
+            &cache.downloads(),
+        )?;
         fs::rename(&got, deb).context("cannot move the .deb into the cache")?;
     }
     Ok(())
@@ -431,7 +438,7 @@ fn download(
     tmp.as_file()
         .sync_all()
         .context("cannot sync the download")?;
-    verify(tmp.path(), sha, url)?;
+    verify(tmp.path(), sha, url, &cache.downloads())?;
     tmp.persist(dest)
         .map_err(|e| Miss::Fatal(anyhow!("cannot rename the download into place: {e}")))?;
     Ok(())

@@ -40,6 +40,8 @@ pub struct Tree {
     /// Patches that applied only with fuzz, and which hunks (upstream
     /// patches apply exactly: `check-series` fails on these).
     pub fuzz: Vec<(String, Vec<String>)>,
+    /// A cached tree made before fuzz was recorded: `fuzz` says nothing.
+    pub fuzz_unknown: bool,
 }
 
 /// The hunks GNU patch applied with fuzz, from its output: `fs/aio.c
@@ -195,14 +197,22 @@ pub fn prepare(src: &Fetched, series: &Series, cache: &Cache, ui: &Ui) -> Result
         key: key.clone(),
         patches: series.patches.clone(),
         fuzz: Vec::new(),
+        fuzz_unknown: false,
     };
     if path.join(MARKER).is_file() {
-        tree.fuzz = fs::read_to_string(path.join(MARKER))
+        let marker: Option<serde_json::Value> = fs::read_to_string(path.join(MARKER))
             .ok()
-            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-            .and_then(|v| serde_json::from_value(v["fuzz"].clone()).ok())
-            .unwrap_or_default();
-        warn_fuzz(&tree, ui);
+            .and_then(|t| serde_json::from_str(&t).ok());
+        match marker.as_ref().map(|v| &v["fuzz"]) {
+            Some(f) if !f.is_null() => {
+                tree.fuzz = serde_json::from_value(f.clone()).unwrap_or_default();
+                warn_fuzz(&tree, ui);
+            }
+            // Made before fuzz was recorded: whether a patch needed fuzz is
+            // not known (shown as such by check-series).
+            _ if !series.patches.is_empty() => tree.fuzz_unknown = true,
+            _ => {}
+        }
         return Ok(tree);
     }
     if path.exists() {
@@ -235,6 +245,8 @@ pub fn prepare(src: &Fetched, series: &Series, cache: &Cache, ui: &Ui) -> Result
     stage.note(format!("extracting {}", src.tarball.display()));
     let mut tar = Command::new("tar");
     crate::proc::die_with_parent(&mut tar);
+    // Messages parsed below (ENOSPC) are the untranslated ones.
+    tar.env("LC_ALL", "C");
     let out = tar
         .arg("-xf")
         .arg(&src.tarball)
@@ -335,6 +347,8 @@ fn warn_fuzz(tree: &Tree, ui: &Ui) {
 pub fn apply_one(tree: &Path, p: &PatchInfo) -> std::result::Result<Vec<String>, String> {
     let rej = tree.join(".bufaio-rejects");
     let out = Command::new("patch")
+        // `fuzzy_hunks` reads the untranslated "Hunk #N succeeded … with fuzz".
+        .env("LC_ALL", "C")
         .arg(format!("-p{}", p.strip))
         .args(["--forward", "--batch", "--no-backup-if-mismatch", "-i"])
         .arg(&p.path)

@@ -180,6 +180,7 @@ fn prebuilt(bz: &Path, flavor: &str) -> Result<(Fetched, Vec<KernelBuild>)> {
             key: fetched.id.clone(),
             patches: vec![],
             fuzz: vec![],
+            fuzz_unknown: false,
         },
         configured: Configured {
             flavor: flavor.to_string(),
@@ -725,6 +726,41 @@ pub fn accel(
 }
 
 /// A new run directory `target/runs/<id>` and the `latest` link to it.
+/// Name of the lock file a run holds in its dir for as long as its
+/// process lives (released by the kernel however the process ends):
+/// `cargo xtask clean` leaves such dirs alone.
+pub const ACTIVE_LOCK: &str = ".active";
+
+static ACTIVE: std::sync::Mutex<Vec<fs::File>> = std::sync::Mutex::new(Vec::new());
+
+/// Takes `dir/.active` (exclusive flock) for the rest of this process.
+pub fn hold_active(dir: &Path) -> Result<()> {
+    let p = dir.join(ACTIVE_LOCK);
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&p)
+        .with_context(|| format!("cannot create {}", p.display()))?;
+    f.try_lock()
+        .map_err(|e| anyhow::anyhow!("cannot lock {}: {e}", p.display()))?;
+    if let Ok(mut v) = ACTIVE.lock() {
+        v.push(f);
+    }
+    Ok(())
+}
+
+/// Whether some live process holds `dir/.active`.
+pub fn is_active(dir: &Path) -> bool {
+    let Ok(f) = fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join(ACTIVE_LOCK))
+    else {
+        return false;
+    };
+    matches!(f.try_lock(), Err(fs::TryLockError::WouldBlock))
+}
+
 pub fn new_run_dir(root: &Path, tag: &str) -> Result<(String, PathBuf)> {
     let runs = root.join("target/runs");
     fs::create_dir_all(&runs).with_context(|| format!("cannot create {}", runs.display()))?;
@@ -734,6 +770,7 @@ pub fn new_run_dir(root: &Path, tag: &str) -> Result<(String, PathBuf)> {
     let id = format!("{stamp}-{tag}-{}", std::process::id());
     let dir = runs.join(&id);
     fs::create_dir_all(&dir)?;
+    hold_active(&dir)?;
     crate::proc::set_run_dir(&dir);
     let tmp_link = runs.join(format!(".latest-{}", std::process::id()));
     let _ = fs::remove_file(&tmp_link);

@@ -246,16 +246,31 @@ pub fn run_observed(
         qemu_signal,
         stderr.lines().find(|l| l.contains("terminating on signal")),
     ) {
+        (Some(sig), _)
+            if [
+                libc::SIGSEGV,
+                libc::SIGABRT,
+                libc::SIGBUS,
+                libc::SIGILL,
+                libc::SIGFPE,
+            ]
+            .contains(&sig) =>
+        {
+            Some(format!(
+                "QEMU crashed ({}), a QEMU bug even if the guest triggered it",
+                signal_name(sig)
+            ))
+        }
         (Some(sig), _) => Some(format!(
-            "QEMU was killed by signal {sig} ({})",
+            "QEMU was killed by signal {sig} ({}), not by the toolkit",
             signal_name(sig)
         )),
-        (None, Some(l)) => Some(l.trim().to_string()),
+        (None, Some(l)) => Some(format!("{}, not by the toolkit", l.trim())),
         (None, None) => None,
     };
     if let (VmEnd::Exited, Some(why)) = (&end, external) {
         end = VmEnd::QemuFailed(format!(
-            "{why}, not by the toolkit: the guest did not finish (see qemu-stderr.log)"
+            "{why}: the guest did not finish (see qemu-stderr.log)"
         ));
     }
     if matches!(end, VmEnd::Exited)
@@ -289,6 +304,8 @@ fn signal_name(sig: i32) -> &'static str {
         libc::SIGSEGV => "SIGSEGV",
         libc::SIGABRT => "SIGABRT",
         libc::SIGBUS => "SIGBUS",
+        libc::SIGILL => "SIGILL",
+        libc::SIGFPE => "SIGFPE",
         _ => "signal",
     }
 }

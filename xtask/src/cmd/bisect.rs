@@ -159,6 +159,7 @@ impl<'a> Bisector<'a> {
             fs::rename(&tmp, &latest)?;
             d
         };
+        pipeline::hold_active(&dir)?;
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -654,6 +655,7 @@ fn git_build(
         key: patch::tree_key(&format!("git-{commit}"), &series.patches),
         patches: series.patches.clone(),
         fuzz,
+        fuzz_unknown: false,
     };
     pipeline::build_tree(ctx, tree, Variant::Patched, fragments, flavor, log_dir)
 }

@@ -98,6 +98,9 @@ pub fn main(a: Args) -> Result<i32> {
                     None
                 }
                 Ok(tree) => {
+                    if tree.fuzz_unknown {
+                        apply = "ok (fuzz not recorded: tree cached before fuzz detection; `cargo xtask clean --trees` to re-check)".into();
+                    }
                     if let Some((_, hunks)) = tree.fuzz.iter().find(|(n, _)| *n == p.name) {
                         apply = format!("FUZZ: {}", hunks.join("; "));
                         if !a.fuzz {

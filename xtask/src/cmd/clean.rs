@@ -3,11 +3,13 @@
 //! images when it ends; one that was killed (SIGKILL, a crash of the
 //! toolkit, a full disk) leaves them, and run dirs pile up.
 //!
-//! Always: disk images (`disk-*.img`, `payload/`) in run dirs no QEMU is
-//! using. `--runs-older-than D`: whole run dirs (and bisect dirs) whose
-//! last change is older than D days. `--trees`: the cache's extracted and
-//! built trees (rebuilt on demand; the cache lock is held, so no build is
-//! running meanwhile).
+//! Always: disk images (`disk-*.img`, `payload/`) in run dirs that are
+//! not active (no live process holds their `.active` lock, no QEMU names
+//! them, not the dev-loop VM's), and downloads kept aside after failing
+//! verification (`rejected-*`, `*.bad`). `--runs-older-than D`: whole
+//! run dirs (and bisect dirs) whose last change is older than D days.
+//! `--trees`: the cache's extracted and built trees (rebuilt on demand;
+//! refused while any run is active).
 
 use anyhow::{Context, Result};
 use std::collections::HashSet;
@@ -51,7 +53,7 @@ pub fn plan(
         .collect();
     dirs.sort();
     for run in dirs {
-        if busy.iter().any(|b| b.starts_with(&run)) {
+        if busy.iter().any(|b| b.starts_with(&run)) || crate::pipeline::is_active(&run) {
             continue;
         }
         let newest = newest_mtime(&run);
@@ -122,7 +124,8 @@ fn busy_run_dirs() -> HashSet<PathBuf> {
             .split(|&b| b == 0)
             .map(|a| String::from_utf8_lossy(a).into_owned())
             .collect();
-        if !args.first().is_some_and(|a| a.contains("qemu-system")) {
+        // Any QEMU (qemu-system-*, qemu-kvm, a wrapper named so).
+        if !args.first().is_some_and(|a| a.contains("qemu")) {
             continue;
         }
         for a in &args {
@@ -137,7 +140,12 @@ fn busy_run_dirs() -> HashSet<PathBuf> {
 }
 
 pub fn main(a: Args, ctx_root: &Path) -> Result<i32> {
-    let busy = busy_run_dirs();
+    let mut busy = busy_run_dirs();
+    // The dev-loop VM (`cargo xtask vm`) outlives the command that started
+    // it; its run dir is busy until `vm --stop`.
+    if let Ok(st) = crate::ssh::VmState::load(ctx_root) {
+        busy.insert(st.run_dir);
+    }
     let now = SystemTime::now();
     let age = a.runs_older_than.map(|d| Duration::from_secs(d * 86_400));
     let mut victims = Vec::new();
@@ -147,9 +155,39 @@ pub fn main(a: Args, ctx_root: &Path) -> Result<i32> {
     let cache = crate::cache::Cache::open()?;
     let _lock = if a.trees { Some(cache.lock()?) } else { None };
     if a.trees {
+        // A run copies its bzImage out of the tree after the build (and a
+        // bisect builds step by step): trees go only when no run is active.
+        let mut active = Vec::new();
+        for sub in ["target/runs", "target/bisect"] {
+            if let Ok(rd) = fs::read_dir(ctx_root.join(sub)) {
+                active.extend(
+                    rd.flatten()
+                        .map(|e| e.path())
+                        .filter(|p| !p.is_symlink() && crate::pipeline::is_active(p)),
+                );
+            }
+        }
+        active.extend(busy.iter().cloned());
+        if !active.is_empty() {
+            anyhow::bail!(
+                "not removing the cached trees while runs are active: {}",
+                active
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
         if let Ok(rd) = fs::read_dir(cache.trees()) {
             victims.extend(rd.flatten().map(|e| e.path()));
         }
+    }
+    // Cached files that failed verification, kept aside for inspection.
+    if let Ok(rd) = fs::read_dir(cache.downloads()) {
+        victims.extend(rd.flatten().map(|e| e.path()).filter(|p| {
+            let n = p.file_name().unwrap_or_default().to_string_lossy();
+            n.starts_with("rejected-") || n.ends_with(".bad")
+        }));
     }
     let mut freed = 0u64;
     for v in &victims {
@@ -216,6 +254,12 @@ mod tests {
         std::os::unix::fs::symlink("r1-run", runs.join("latest")).unwrap();
         let busy: HashSet<PathBuf> = [runs.join("r2-run/unpatched/disk-slow-ext3.img")].into();
         let now = SystemTime::now();
+        // A run whose process lives (holds .active) is left alone too.
+        fs::create_dir_all(runs.join("r4-run/patched")).unwrap();
+        fs::write(runs.join("r4-run/patched/disk-ext2.img"), "x").unwrap();
+        crate::pipeline::hold_active(&runs.join("r4-run")).unwrap();
+        assert!(crate::pipeline::is_active(&runs.join("r4-run")));
+        assert!(!crate::pipeline::is_active(&runs.join("r1-run")));
         let p = plan(runs, now, None, &busy);
         assert_eq!(
             p,
