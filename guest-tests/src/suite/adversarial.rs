@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::{Read, Seek, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
@@ -1960,16 +1960,16 @@ pub fn cancel_race(ctx: &Ctx) -> TestResult {
 /// every event reaped is a correct prefix of the file no longer than the
 /// bytes to EOF, or an error that is not a kernel-internal errno, and the
 /// shared checker holds (no duplicate or stray event). A file on the slow
-/// filesystem, not the raw device: the series changes only files with
-/// FOP_BUFFER_RASYNC (ext2, ext4), so a block device read would not
-/// exercise it. Under KASAN this is what catches a use-after-free of a
-/// parked request whose context went away.
+/// filesystem; `soak/destroy_race_bdev` reads the slow device itself
+/// (block devices have FOP_BUFFER_RASYNC too). Under KASAN this is what
+/// catches a use-after-free of a parked request whose context went away.
 pub fn destroy_race(ctx: &Ctx) -> TestResult {
     let p = DestroyRace {
         seed: 0xDE5A,
         iterations: 300,
         budget: Some(Duration::from_secs(30)),
         wide_every: 0,
+        blkdev: false,
     };
     let st = run_destroy_race(ctx, &p, &mut |_, _| {})?;
     println!("{}", st.summary(&p));
@@ -1987,6 +1987,11 @@ pub(crate) struct DestroyRace {
     /// 0-5 ms (0: never): most reads are then parked or being retried
     /// rather than being set up.
     pub wide_every: usize,
+    /// Read the slow device itself (its last MiB, reads ending past the
+    /// device end: block devices have FOP_BUFFER_RASYNC, and
+    /// blkdev_read_iter() touches the iterator after -EIOCBQUEUED) instead
+    /// of a file on its filesystem.
+    pub blkdev: bool,
 }
 
 /// What a destroy race run did.
@@ -2035,8 +2040,26 @@ pub(crate) fn run_destroy_race(
     const LEN: usize = 256 * KIB;
     const STUCK: Duration = Duration::from_secs(30);
     require_slow(ctx)?;
-    let f = create_pattern_file(&ctx.path("data"), seed, SIZE)?;
-    f.sync_all().map_err(|e| format!("fsync: {e}"))?;
+    // What is read: a pattern file, or the device's last MiB (zeros: the
+    // filesystem image fills only its start), in [base, base + size).
+    let (f, base, size) = if p.blkdev {
+        let dev = ctx.block_dev()?;
+        ensure!(
+            dev.is_null_blk(),
+            "{} is not the slow null_blk device",
+            dev.name()
+        );
+        let path = format!("/dev/{}", dev.name());
+        let f = File::open(&path).map_err(|e| format!("open {path}: {e}"))?;
+        let end = (&f)
+            .seek(std::io::SeekFrom::End(0))
+            .map_err(|e| format!("size of {path}: {e}"))?;
+        (f, end - MIB as u64, MIB as u64)
+    } else {
+        let f = create_pattern_file(&ctx.path("data"), seed, SIZE)?;
+        f.sync_all().map_err(|e| format!("fsync: {e}"))?;
+        (f, 0, SIZE)
+    };
     let fd = f.as_raw_fd();
     let (req_tx, req_rx) = mpsc::channel::<(u64, Instant, Duration)>();
     let (res_tx, res_rx) = mpsc::channel::<(u64, Result<(), i32>)>();
@@ -2059,11 +2082,11 @@ pub(crate) fn run_destroy_race(
     let mut err_kinds: HashMap<i64, usize> = HashMap::new();
     let result = (|| -> TestResult {
         while done < p.iterations && p.budget.is_none_or(|b| start.elapsed() < b) {
-            ctx.evict(&f, 0, 0)?;
+            ctx.evict(&f, base, 0)?;
             let mut ring = Ring::new(8)?;
             let id = ring.id();
             let ops: Vec<Op> = (0..4u64)
-                .map(|i| Op::pread(fd, rng.below(SIZE + 128 * 1024), LEN).with_data(i))
+                .map(|i| Op::pread(fd, base + rng.below(size + 128 * 1024), LEN).with_data(i))
                 .collect();
             let wide = p.wide_every > 0 && done % p.wide_every == p.wide_every - 1;
             let delay = Duration::from_micros(rng.below(if wide { 50_001 } else { 5001 }));
@@ -2111,15 +2134,28 @@ pub(crate) fn run_destroy_race(
             for c in &cs {
                 let op = c.op()?;
                 let res = c.event.res;
-                let max = (SIZE.saturating_sub(op.offset())).min(LEN as u64) as i64;
+                let max = ((base + size).saturating_sub(op.offset())).min(LEN as u64) as i64;
                 if res >= 0 {
                     ensure!(
                         res <= max,
                         "iteration {done}: read at {} of {LEN}: res {res}, but only {max} bytes exist there",
                         op.offset()
                     );
-                    pattern::verify(&op.buf()[..res as usize], seed, op.offset())
-                        .map_err(|e| format!("iteration {done}: read at {}: {e}", op.offset()))?;
+                    let data = &op.buf()[..res as usize];
+                    if p.blkdev {
+                        if let Some(i) = data.iter().position(|&b| b != 0) {
+                            return Err(format!(
+                                "iteration {done}: read at {} of the device: byte {i} is {:#x}, the device's last MiB is zeros",
+                                op.offset(),
+                                data[i]
+                            )
+                            .into());
+                        }
+                    } else {
+                        pattern::verify(data, seed, op.offset()).map_err(|e| {
+                            format!("iteration {done}: read at {}: {e}", op.offset())
+                        })?;
+                    }
                     if res == max {
                         full += 1;
                     } else {

@@ -264,6 +264,7 @@ pub const TESTS: &[TestDef] = &[
     fs_test("soak/fsx_slow", soak::fsx_slow).on(Device::Slow),
     fs_test("soak/fsx_pressure", soak::fsx_pressure).on(Device::Slow),
     fs_test("soak/destroy_race", soak::destroy_race).on(Device::Slow),
+    fs_test("soak/destroy_race_bdev", soak::destroy_race_bdev).on(Device::Slow),
     global_test("errors/bad_fd", errors::bad_fd),
     global_test("errors/einval_opcode", errors::einval_opcode),
     global_test("errors/bad_rw_flags", errors::bad_rw_flags),

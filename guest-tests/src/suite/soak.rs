@@ -120,8 +120,19 @@ pub fn fsx_pressure(ctx: &Ctx) -> TestResult {
 /// debug flavor, where KASAN turns a use-after-free into a splat that
 /// fails the run.
 pub fn destroy_race(ctx: &Ctx) -> TestResult {
+    run_destroy_race(ctx, "soak/destroy_race", false)
+}
+
+/// soak/destroy_race_bdev: the same on the slow device itself (its last
+/// MiB, reads ending past the device end), the reproducer: block
+/// devices take the same asynchronous read path (FOP_BUFFER_RASYNC).
+pub fn destroy_race_bdev(ctx: &Ctx) -> TestResult {
+    run_destroy_race(ctx, "soak/destroy_race_bdev", true)
+}
+
+fn run_destroy_race(ctx: &Ctx, test: &str, blkdev: bool) -> TestResult {
     let cfg = soak_config()?;
-    let name = format!("soak/destroy_race@{}", ctx.fs.as_deref().unwrap_or("host"));
+    let name = format!("{test}@{}", ctx.fs.as_deref().unwrap_or("host"));
     let base = cfg.seed.unwrap_or(DEFAULT_SEED);
     let seed = fsx::instance_seed(base, &name);
     let iterations = cfg.ops.unwrap_or(100);
@@ -141,6 +152,7 @@ pub fn destroy_race(ctx: &Ctx) -> TestResult {
             None => None,
         },
         wide_every: 4,
+        blkdev,
     };
     let names: Vec<&str> = profiles
         .iter()
