@@ -308,11 +308,11 @@ fn workflows_pass_actionlint_and_zizmor() {
     assert!(text.contains("No findings to report"), "{text}");
 }
 
-/// Issue 18: SIGINT during source extraction leaves no tar running, and
-/// the next command that takes the cache lock removes the half-extracted
-/// tree. On a copy of the cache (its downloads hard-linked).
+/// Issue 18: SIGINT during source extraction leaves no tar running, the
+/// next command that takes the cache lock removes the half-extracted tree,
+/// and SIGINT during the kernel build leaves no make running. On a copy of the cache (its downloads hard-linked).
 #[test]
-fn interrupted_extraction_leaves_no_tar_and_is_swept() {
+fn interrupted_extraction_and_build_leave_no_tar_or_make_and_are_swept() {
     use std::io::{BufRead, BufReader};
     let real = std::env::var_os("BUFAIO_CACHE_DIR")
         .map(std::path::PathBuf::from)
@@ -402,6 +402,50 @@ fn interrupted_extraction_leaves_no_tar_and_is_swept() {
         "{text}"
     );
     assert!(!extracting(&trees), "swept");
+    // The same during the kernel build: make ends with the toolkit.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["build", "--kernel", "unpatched"])
+        .current_dir(common::root())
+        .env("BUFAIO_CACHE_DIR", &cache)
+        .env_remove("GITHUB_ACTIONS")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    for l in BufReader::new(child.stderr.take().unwrap()).lines() {
+        let l = l.unwrap();
+        eprintln!("{l}");
+        if l.contains("build: make bzImage") {
+            break;
+        }
+    }
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let makes = || -> Vec<u32> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+                continue;
+            };
+            let cmd = String::from_utf8_lossy(&cmd);
+            if cmd.starts_with("make\0") && cmd.contains(&*cache.to_string_lossy()) {
+                out.push(pid);
+            }
+        }
+        out
+    };
+    assert!(!makes().is_empty(), "make is not running");
+    // SAFETY: a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let st = child.wait().unwrap();
+    assert_eq!(st.signal(), Some(libc::SIGINT), "{st:?}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !makes().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(makes(), Vec::<u32>::new(), "make outlived the build");
 }
 
 /// Issue 18: the silence timeout watches the guest, not the command: a
