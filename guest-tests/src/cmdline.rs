@@ -1,4 +1,7 @@
-//! Kernel command line parsing (pure) and test-name globbing.
+//! Kernel command line parsing (pure) and test-name globbing. The keys
+//! are the contract's (`bufaio_contract::param`).
+
+use bufaio_contract::param;
 
 /// What PID 1 should do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,13 +54,7 @@ pub struct SoakConfig {
     pub no_overlap: bool,
 }
 
-/// A u64 in decimal or `0x` hex.
-pub fn parse_u64(v: &str) -> Option<u64> {
-    match v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
-        Some(h) => u64::from_str_radix(h, 16).ok(),
-        None => v.parse().ok(),
-    }
-}
+pub use bufaio_contract::parse_u64;
 
 impl Default for BootConfig {
     fn default() -> Self {
@@ -128,7 +125,7 @@ pub fn parse(cmdline: &str) -> Result<BootConfig, String> {
         };
         let value = value.unwrap_or("");
         match sub {
-            "mode" => {
+            param::MODE => {
                 cfg.mode = match value {
                     "suite" => Mode::Suite,
                     "exec" => Mode::Exec,
@@ -140,8 +137,8 @@ pub fn parse(cmdline: &str) -> Result<BootConfig, String> {
                     }
                 }
             }
-            "filter" => cfg.filter = parse_filter(value),
-            "test_timeout" => {
+            param::FILTER => cfg.filter = parse_filter(value),
+            param::TEST_TIMEOUT => {
                 cfg.test_timeout = match value.parse::<u64>() {
                     Ok(n) if n > 0 => n,
                     _ => {
@@ -151,14 +148,14 @@ pub fn parse(cmdline: &str) -> Result<BootConfig, String> {
                     }
                 }
             }
-            "fixture" => {
+            param::FIXTURE => {
                 cfg.fixture = match value {
                     "panic" => Some(Fixture::Panic),
                     "" | "none" => None,
                     other => return Err(format!("bufaio.fixture={other:?}: expected panic")),
                 }
             }
-            "soak_ops" | "soak_secs" | "soak_stall_secs" => {
+            param::SOAK_OPS | param::SOAK_SECS | param::SOAK_STALL_SECS => {
                 let n = match value.parse::<u64>() {
                     Ok(n) if n > 0 => n,
                     _ => {
@@ -168,12 +165,12 @@ pub fn parse(cmdline: &str) -> Result<BootConfig, String> {
                     }
                 };
                 match sub {
-                    "soak_ops" => cfg.soak.ops = Some(n),
-                    "soak_secs" => cfg.soak.secs = Some(n),
+                    param::SOAK_OPS => cfg.soak.ops = Some(n),
+                    param::SOAK_SECS => cfg.soak.secs = Some(n),
                     _ => cfg.soak.stall_secs = Some(n),
                 }
             }
-            "heartbeat" => {
+            param::HEARTBEAT => {
                 cfg.heartbeat = match value.parse::<u64>() {
                     Ok(n) if n > 0 => Some(n),
                     _ => {
@@ -183,13 +180,13 @@ pub fn parse(cmdline: &str) -> Result<BootConfig, String> {
                     }
                 }
             }
-            "soak_seed" => {
+            param::SOAK_SEED => {
                 cfg.soak.seed = Some(parse_u64(value).ok_or_else(|| {
                     format!("bufaio.soak_seed={value:?}: expected a number (decimal or 0x-hex)")
                 })?)
             }
-            "soak_profile" => cfg.soak.profiles = parse_filter(value),
-            "soak_overlap" => {
+            param::SOAK_PROFILE => cfg.soak.profiles = parse_filter(value),
+            param::SOAK_OVERLAP => {
                 cfg.soak.no_overlap = match value {
                     "0" => true,
                     "1" => false,

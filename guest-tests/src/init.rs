@@ -13,8 +13,7 @@ use crate::runner::{self, NotRun, Planned};
 use crate::suite;
 use crate::sys;
 
-pub const READY: &str = "BUFAIO-READY";
-pub const DONE: &str = "BUFAIO-DONE";
+pub use bufaio_contract::{DONE, READY};
 pub const KTAP_PORT: &str = "bufaio.ktap";
 pub const OUT_PORT: &str = "bufaio.out";
 /// Prefix of KTAP lines on the console when there is no bufaio.ktap port.
@@ -131,9 +130,8 @@ fn start_heartbeat(secs: u64) {
     std::thread::spawn(move || loop {
         std::thread::sleep(std::time::Duration::from_secs(secs));
         let up = std::fs::read_to_string("/proc/uptime").unwrap_or_default();
-        console(&format!(
-            "bufaio-heartbeat: up {} s",
-            up.split_whitespace().next().unwrap_or("?")
+        console(&bufaio_contract::heartbeat_line(
+            up.split_whitespace().next().unwrap_or("?"),
         ));
     });
 }

@@ -16,6 +16,7 @@ use crate::scan;
 use crate::ui::Ui;
 use crate::vm::{self, AccelChoice, Limits};
 use anyhow::{Context, Result};
+use bufaio_contract::param;
 use serde::Serialize;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -409,20 +410,7 @@ pub struct BootOpts<'a> {
     pub progress: Option<u64>,
 }
 
-/// The console line a long guest workload prints about once a second:
-/// `bufaio-progress: NAME DONE/TARGET ops RATE ops/s`.
-pub const PROGRESS_PREFIX: &str = "bufaio-progress: ";
-
-/// A parsed progress line: (test name, operations done, ops/s).
-pub fn parse_progress(line: &str) -> Option<(String, u64, f64)> {
-    let rest = &line[line.find(PROGRESS_PREFIX)? + PROGRESS_PREFIX.len()..];
-    let mut w = rest.split_whitespace();
-    let name = w.next()?.to_string();
-    let done = w.next()?.split('/').next()?.parse().ok()?;
-    let _ops = w.next()?;
-    let rate = w.next()?.parse().ok()?;
-    Some((name, done, rate))
-}
+pub use bufaio_contract::parse_progress;
 
 /// rootfs disks → vm → guest protocol → classification for one kernel.
 pub fn boot_and_test(
@@ -439,11 +427,11 @@ pub fn boot_and_test(
     let kernel = dir.join("bzImage");
     fs::copy(&kb.built.bzimage, &kernel).context("cannot copy bzImage into the run dir")?;
     let mut disks: Vec<Disk> = rootfs::test_disks(dir, ctx.cfg.disks.size_mib)?;
-    let mut append = vec![format!("bufaio.test_timeout={}", ctx.cfg.timeouts.test_s)];
+    let mut append = vec![param::word(param::TEST_TIMEOUT, ctx.cfg.timeouts.test_s)];
     let mode = match job {
         GuestJob::Suite { filters } => {
             if !filters.is_empty() {
-                append.push(format!("bufaio.filter={}", filters.join(",")));
+                append.push(param::word(param::FILTER, filters.join(",")));
             }
             // slow-filesystem copies and tiny ENOSPC filesystems, fsck'd
             // below, and the scratch ext3 filesystem (corrupted on purpose
@@ -461,9 +449,9 @@ pub fn boot_and_test(
     }
     // Guest liveness for the silence timeout (a quiet `exec` command is
     // not a hang): a heartbeat line from PID 1 well inside the timeout.
-    append.push(format!(
-        "bufaio.heartbeat={}",
-        (ctx.cfg.timeouts.silence_s / 4).max(1)
+    append.push(param::word(
+        param::HEARTBEAT,
+        (ctx.cfg.timeouts.silence_s / 4).max(1),
     ));
     append.extend(opts.append.iter().cloned());
     let clock = vm::tcg_clock_args(opts.accel.accel, &append);

@@ -122,7 +122,10 @@ pub fn cmdline(mode: &str, extra: &[String]) -> String {
     .into_iter()
     .map(String::from)
     .collect();
-    parts.push(format!("bufaio.mode={mode}"));
+    parts.push(bufaio_contract::param::word(
+        bufaio_contract::param::MODE,
+        mode,
+    ));
     parts.extend(extra.iter().filter(|s| !s.is_empty()).cloned());
     parts.join(" ")
 }

@@ -267,12 +267,8 @@ pub fn parse_shard(s: &str) -> Result<(u64, u64), String> {
 
 /// A seed in decimal or `0x` hex.
 pub fn parse_seed(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let r = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
-        Some(h) => u64::from_str_radix(h, 16),
-        None => t.parse(),
-    };
-    r.map_err(|_| format!("--seed {s:?}: expected a number (decimal or 0x-hex)"))
+    bufaio_contract::parse_u64(s)
+        .ok_or_else(|| format!("--seed {s:?}: expected a number (decimal or 0x-hex)"))
 }
 
 /// The base seed of shard `i`: distinct per shard, fixed by the run's seed.

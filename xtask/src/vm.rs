@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-pub const READY: &str = "BUFAIO-READY";
+pub use bufaio_contract::READY;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {

@@ -173,7 +173,8 @@ fn run_destroy_race(ctx: &Ctx, test: &str, blkdev: bool) -> TestResult {
             let rate = done as f64 / t.as_secs_f64().max(0.001);
             let _ = writeln!(
                 c,
-                "bufaio-progress: {name} {done}/{iterations} ops {rate:.0} ops/s"
+                "{}",
+                bufaio_contract::progress_line(&name, done as u64, iterations, rate)
             );
         }
     };
@@ -269,7 +270,8 @@ fn run_fsx(ctx: &Ctx, test: &str, default_ops: u64, default_profiles: &[Profile]
             let rate = done as f64 / t.as_secs_f64().max(0.001);
             let _ = writeln!(
                 c,
-                "bufaio-progress: {name} {done}/{ops} ops {rate:.0} ops/s"
+                "{}",
+                bufaio_contract::progress_line(&name, done, ops, rate)
             );
         }
     };

@@ -11,6 +11,7 @@ use crate::pipeline::{self, BootOpts, GuestJob, KernelSel};
 use crate::report::{self, RunRecord};
 use crate::soak::{self, SoakReport};
 use anyhow::{Context, Result};
+use bufaio_contract::param;
 use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
@@ -178,18 +179,18 @@ pub fn main(mut a: Args) -> Result<i32> {
     ctx.cfg.timeouts.test_s = ctx.cfg.timeouts.test_s.max(per_test);
     ctx.cfg.timeouts.overall_s = ctx.cfg.timeouts.overall_s.max(per_test * instances + 600);
     let mut append = a.common.append.clone();
-    append.push(format!("bufaio.soak_seed={base_seed:#x}"));
+    append.push(param::word(param::SOAK_SEED, format!("{base_seed:#x}")));
     if let Some(n) = ops {
-        append.push(format!("bufaio.soak_ops={n}"));
+        append.push(param::word(param::SOAK_OPS, n));
     } else if let Some(d) = a.duration {
-        append.push(format!("bufaio.soak_ops={}", u64::MAX / 2));
-        append.push(format!("bufaio.soak_secs={d}"));
+        append.push(param::word(param::SOAK_OPS, u64::MAX / 2));
+        append.push(param::word(param::SOAK_SECS, d));
     }
     if !a.profiles.is_empty() {
-        append.push(format!("bufaio.soak_profile={}", a.profiles.join(",")));
+        append.push(param::word(param::SOAK_PROFILE, a.profiles.join(",")));
     }
     if a.no_overlap {
-        append.push("bufaio.soak_overlap=0".into());
+        append.push(param::word(param::SOAK_OVERLAP, 0));
     }
     let series = Series::load(&ctx.cfg.series)?;
     let (run_id, dir) = pipeline::new_run_dir(&ctx.root, "soak")?;

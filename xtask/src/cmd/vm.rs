@@ -541,7 +541,7 @@ fn stop(root: &Path, wait: Duration) -> Result<i32> {
     let _ = fs::remove_file(ssh::state_path(root));
     let text = fs::read_to_string(&st.console).unwrap_or_default();
     let splats = scan::scan(&text, &scan::Allowlist::empty());
-    let done = text.contains("BUFAIO-DONE");
+    let done = text.contains(bufaio_contract::DONE);
     let exec_status = fs::read_to_string(st.run_dir.join("results.ktap"))
         .ok()
         .and_then(|k| crate::ktap::parse(&k).exec_status);
