@@ -313,37 +313,10 @@ fn workflows_pass_actionlint_and_zizmor() {
 /// and SIGINT during the kernel build leaves no make running. On a copy of the cache (its downloads hard-linked).
 #[test]
 fn interrupted_extraction_and_build_leave_no_tar_or_make_and_are_swept() {
-    use std::io::{BufRead, BufReader};
-    let real = std::env::var_os("BUFAIO_CACHE_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/bufaio")
-        });
     let tmp = tempfile::tempdir().unwrap();
-    let cache = tmp.path().join("cache");
-    std::fs::create_dir_all(cache.join("downloads")).unwrap();
-    // Make sure the real cache has the download, then link it.
-    let (code, text, _) = xtask(&["fetch"]);
-    assert_eq!(code, 0, "{text}");
-    for e in std::fs::read_dir(real.join("downloads")).unwrap().flatten() {
-        let to = cache.join("downloads").join(e.file_name());
-        if std::fs::hard_link(e.path(), &to).is_err() {
-            std::fs::copy(e.path(), &to).unwrap();
-        }
-    }
-    let _g = common::serial();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(["build", "--kernel", "unpatched"])
-        .current_dir(common::root())
-        .env("BUFAIO_CACHE_DIR", &cache)
-        .env_remove("GITHUB_ACTIONS")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let cache = common::linked_cache(tmp.path());
     let trees = cache.join("trees");
-    let extracting = |t: &std::path::Path| -> bool {
+    let extracting = |t: &Path| -> bool {
         std::fs::read_dir(t)
             .map(|rd| {
                 rd.flatten()
@@ -351,62 +324,31 @@ fn interrupted_extraction_and_build_leave_no_tar_or_make_and_are_swept() {
             })
             .unwrap_or(false)
     };
-    for l in lines.by_ref() {
-        let l = l.unwrap();
-        eprintln!("{l}");
-        if l.contains("extracting") {
-            break;
-        }
-    }
-    // Let tar write for a while.
-    std::thread::sleep(std::time::Duration::from_secs(3));
-    assert!(extracting(&trees), "no .extract-* tree while extracting");
-    let tars = || -> Vec<u32> {
-        let mut out = Vec::new();
-        for e in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-                continue;
-            };
-            let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
-                continue;
-            };
-            let cmd = String::from_utf8_lossy(&cmd);
-            if cmd.starts_with("tar\0") && cmd.contains(&*cache.to_string_lossy()) {
-                out.push(pid);
-            }
-        }
-        out
-    };
-    assert!(!tars().is_empty(), "tar is not running");
-    // SAFETY: a signal to our own child process.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
-    let st = child.wait().unwrap();
-    use std::os::unix::process::ExitStatusExt;
-    assert_eq!(st.signal(), Some(libc::SIGINT), "{st:?}");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !tars().is_empty() && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    assert_eq!(tars(), Vec::<u32>::new(), "tar outlived the build");
+    build_interrupted_at(&cache, "extracting", "tar\0");
     assert!(extracting(&trees), "the interrupted tree is there to sweep");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .arg("fetch")
-        .current_dir(common::root())
-        .env("BUFAIO_CACHE_DIR", &cache)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{text}");
+    let (code, text, _) = common::xtask_in_cache(&["fetch"], &cache);
+    assert_eq!(code, 0, "{text}");
     assert!(
         text.contains("removed 1 temp dir(s) left by an interrupted run"),
         "{text}"
     );
     assert!(!extracting(&trees), "swept");
     // The same during the kernel build: make ends with the toolkit.
+    build_interrupted_at(&cache, "build: make bzImage", "make\0");
+}
+
+/// Starts `xtask build --kernel unpatched` on `cache`, waits for a stderr
+/// line containing `marker` and 3 s more, checks that `prog` (argv[0]
+/// prefix) runs for that cache, sends SIGINT, and checks that the toolkit
+/// ends as SIGINT would and `prog` does not outlive it.
+fn build_interrupted_at(cache: &Path, marker: &str, prog: &str) {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::process::ExitStatusExt;
+    let _g = common::serial();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
         .args(["build", "--kernel", "unpatched"])
         .current_dir(common::root())
-        .env("BUFAIO_CACHE_DIR", &cache)
+        .env("BUFAIO_CACHE_DIR", cache)
         .env_remove("GITHUB_ACTIONS")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
@@ -415,37 +357,26 @@ fn interrupted_extraction_and_build_leave_no_tar_or_make_and_are_swept() {
     for l in BufReader::new(child.stderr.take().unwrap()).lines() {
         let l = l.unwrap();
         eprintln!("{l}");
-        if l.contains("build: make bzImage") {
+        if l.contains(marker) {
             break;
         }
     }
     std::thread::sleep(std::time::Duration::from_secs(3));
-    let makes = || -> Vec<u32> {
-        let mut out = Vec::new();
-        for e in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-                continue;
-            };
-            let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
-                continue;
-            };
-            let cmd = String::from_utf8_lossy(&cmd);
-            if cmd.starts_with("make\0") && cmd.contains(&*cache.to_string_lossy()) {
-                out.push(pid);
-            }
-        }
-        out
-    };
-    assert!(!makes().is_empty(), "make is not running");
+    let cache_s = cache.to_string_lossy().into_owned();
+    let running = || common::pids(prog, &cache_s);
+    assert!(
+        !running().is_empty(),
+        "{prog:?} is not running after {marker:?}"
+    );
     // SAFETY: a signal to our own child process.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
     let st = child.wait().unwrap();
     assert_eq!(st.signal(), Some(libc::SIGINT), "{st:?}");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !makes().is_empty() && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    assert_eq!(makes(), Vec::<u32>::new(), "make outlived the build");
+    assert_eq!(
+        common::wait_none(running),
+        Vec::<u32>::new(),
+        "{prog:?} outlived the build"
+    );
 }
 
 /// Issue 18: the silence timeout watches the guest, not the command: a
@@ -634,20 +565,9 @@ fn bad_checksums_and_changed_cache_files() {
     let good = sha256_hex(&body);
     let wrong = "0".repeat(64);
     let fetch = |cfg: &Path| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
-            .args(["fetch", "--config"])
-            .arg(cfg)
-            .current_dir(root())
-            .env("BUFAIO_CACHE_DIR", &cache)
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        eprintln!("{text}");
-        (out.status.code(), text)
+        let (code, text, _) =
+            common::xtask_in_cache(&["fetch", "--config", cfg.to_str().unwrap()], &cache);
+        (Some(code), text)
     };
     let url = format!("file://{}", src.display());
     let only_bad = config_with_sources(
@@ -696,38 +616,19 @@ fn bad_checksums_and_changed_cache_files() {
 /// tree goes away with the test.
 #[test]
 fn fuzz_is_warned_and_fails_check_series() {
-    let (code, text, _) = xtask(&["fetch"]);
-    assert_eq!(code, 0, "{text}");
-    let real = std::env::var_os("BUFAIO_CACHE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/bufaio"));
     let tmp = tempfile::tempdir().unwrap();
-    let cache = tmp.path().join("cache");
-    std::fs::create_dir_all(cache.join("downloads")).unwrap();
-    for e in std::fs::read_dir(real.join("downloads")).unwrap().flatten() {
-        let to = cache.join("downloads").join(e.file_name());
-        if std::fs::hard_link(e.path(), &to).is_err() {
-            std::fs::copy(e.path(), &to).unwrap();
-        }
-    }
+    let cache = common::linked_cache(tmp.path());
     let series = root().join("xtask/tests/fixtures/fuzz/series");
     let check = |extra: &[&str]| {
-        let _g = common::serial();
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
-            .args(["check-series", "--no-build", "--series"])
-            .arg(&series)
-            .args(extra)
-            .current_dir(root())
-            .env("BUFAIO_CACHE_DIR", &cache)
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        eprintln!("{text}");
-        (out.status.code(), text)
+        let mut args = vec![
+            "check-series",
+            "--no-build",
+            "--series",
+            series.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let (code, text, _) = common::xtask_in_cache(&args, &cache);
+        (Some(code), text)
     };
     let (code, text) = check(&[]);
     assert_eq!(code, Some(1), "{text}");

@@ -155,20 +155,7 @@ fn bad_soak_arguments_are_usage_errors_naming_the_input() {
 
 /// PIDs of QEMU processes whose command line mentions `needle`.
 fn qemu_pids(needle: &str) -> Vec<u32> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
-            continue;
-        };
-        let cmd = String::from_utf8_lossy(&cmd);
-        if cmd.contains("qemu-system") && cmd.contains(needle) {
-            out.push(pid);
-        }
-    }
-    out
+    common::pids("qemu-system", needle)
 }
 
 /// Issue 18, first row: SIGINT (a terminal's ^C; SIGTERM from `timeout`
@@ -176,44 +163,8 @@ fn qemu_pids(needle: &str) -> Vec<u32> {
 /// running on with PPID 1, and the run dir must say it is incomplete.
 #[test]
 fn sigint_during_a_run_leaves_no_qemu() {
-    use std::io::{BufRead, BufReader};
     let _g = common::serial();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args([
-            "soak",
-            "--kernel",
-            "patched",
-            "--ops",
-            "1000000",
-            "--filter",
-            "soak/fsx@ext2",
-            "--seed",
-            "1",
-        ])
-        .current_dir(common::root())
-        .env_remove("GITHUB_ACTIONS")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start xtask soak");
-    let mut run_id = None;
-    let mut seen = Vec::new();
-    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
-        let line = line.unwrap();
-        eprintln!("{line}");
-        if let Some(rest) = line.split("] soak ").nth(1) {
-            run_id = rest.split(':').next().map(str::to_string);
-        }
-        if line.contains("soak/fsx@ext2") && line.contains("ops/s") {
-            break;
-        }
-        seen.push(line);
-        assert!(
-            seen.len() < 200,
-            "the guest never reported progress: {seen:?}"
-        );
-    }
-    let run_id = run_id.expect("soak printed its run id");
+    let (mut child, run_id, _lines) = soak_until_progress();
     let before = qemu_pids(&run_id);
     assert!(
         !before.is_empty(),
@@ -234,12 +185,8 @@ fn sigint_during_a_run_leaves_no_qemu() {
         .join("INTERRUPTED");
     let text = std::fs::read_to_string(&mark).unwrap_or_else(|e| panic!("{}: {e}", mark.display()));
     assert!(text.contains("results are incomplete"), "{text}");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !qemu_pids(&run_id).is_empty() && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
     assert_eq!(
-        qemu_pids(&run_id),
+        common::wait_none(|| qemu_pids(&run_id)),
         Vec::<u32>::new(),
         "QEMU outlived the run"
     );

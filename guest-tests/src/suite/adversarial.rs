@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::{mpsc, Arc, Barrier};
 use std::time::{Duration, Instant};
@@ -988,14 +988,7 @@ pub fn append_vs_throttled_appender(ctx: &Ctx) -> TestResult {
     const LIMIT: u64 = 262_144;
     require_guest(ctx, "changes /proc/sys/vm/dirty_bytes")?;
     let path = ctx.path("log");
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&path)
-        .map_err(|e| format!("create {}: {e}", path.display()))?;
-    f.sync_all().map_err(|e| format!("fsync: {e}"))?;
+    let f = super::create_empty(&path)?;
     let open_append = || {
         OpenOptions::new()
             .append(true)
@@ -1152,32 +1145,12 @@ pub fn append_vs_dio_appender(ctx: &Ctx) -> TestResult {
     const LIMIT: u64 = 262_144;
     require_guest(ctx, "changes /proc/sys/vm/dirty_bytes")?;
     let path = ctx.path("log");
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&path)
-        .map_err(|e| format!("create {}: {e}", path.display()))?;
-    f.sync_all().map_err(|e| format!("fsync: {e}"))?;
+    let f = super::create_empty(&path)?;
     let aio_fd = OpenOptions::new()
         .append(true)
         .open(&path)
         .map_err(|e| format!("open O_APPEND: {e}"))?;
-    let dio_fd = match OpenOptions::new()
-        .append(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(&path)
-    {
-        Ok(f) => f,
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-            return Err(Stop::Skip(format!(
-                "{} does not support O_DIRECT ({e})",
-                ctx.fs.as_deref().unwrap_or("this filesystem")
-            )))
-        }
-        Err(e) => return Err(format!("open O_DIRECT|O_APPEND: {e}").into()),
-    };
+    let dio_fd = super::open_direct(ctx, &path, OpenOptions::new().append(true))?;
     let mut ring = Ring::new(4)?;
     let mut dirty = DirtyLimit::set(LIMIT)?;
     // (record, delay) to the appender; its outcome back.

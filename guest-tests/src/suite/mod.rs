@@ -502,6 +502,35 @@ pub fn median(v: &[Duration]) -> Duration {
     v[v.len() / 2]
 }
 
+/// Opens `path` with O_DIRECT (and `opts`' other flags); a filesystem
+/// that refuses O_DIRECT (EINVAL) skips the test, naming it.
+pub fn open_direct(ctx: &Ctx, path: &Path, opts: &mut std::fs::OpenOptions) -> Result<File, Stop> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match opts.custom_flags(libc::O_DIRECT).open(path) {
+        Ok(f) => Ok(f),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Err(Stop::Skip(format!(
+            "{} does not support O_DIRECT ({e})",
+            ctx.fs.as_deref().unwrap_or("this filesystem")
+        ))),
+        Err(e) => Err(format!("open {} O_DIRECT: {e}", path.display()).into()),
+    }
+}
+
+/// Creates (truncating) `path` read-write and syncs it, so that what a
+/// test appends starts from an empty file on disk.
+pub fn create_empty(path: &Path) -> Result<File, String> {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .map_err(|e| format!("create {}: {e}", path.display()))?;
+    f.sync_all()
+        .map_err(|e| format!("fsync {}: {e}", path.display()))?;
+    Ok(f)
+}
+
 pub fn open_rw(path: &Path) -> Result<File, String> {
     OpenOptions::new()
         .read(true)

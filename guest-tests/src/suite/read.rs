@@ -2,7 +2,6 @@
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
 
 use std::time::{Duration, Instant};
 
@@ -166,20 +165,7 @@ pub fn odirect_sanity(ctx: &Ctx) -> TestResult {
     let f = create_pattern_file(&path, SEED, SIZE)?;
     ctx.make_cold(&f)?;
     drop(f);
-    let df: File = match OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(&path)
-    {
-        Ok(f) => f,
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-            return Err(Stop::Skip(format!(
-                "{} does not support O_DIRECT ({e})",
-                ctx.fs.as_deref().unwrap_or("this filesystem")
-            )))
-        }
-        Err(e) => return Err(format!("open O_DIRECT: {e}").into()),
-    };
+    let df: File = super::open_direct(ctx, &path, OpenOptions::new().read(true))?;
     let fd = df.as_raw_fd();
     // (offset, len, expected res)
     let cases: [(u64, usize, usize); 6] = [

@@ -25,13 +25,24 @@ pub fn serial() -> std::sync::MutexGuard<'static, ()> {
 /// Runs `xtask ARGS` in the workspace root (outside GitHub Actions mode);
 /// returns its exit code, stdout+stderr, and the raw output.
 pub fn xtask(args: &[&str]) -> (i32, String, Output) {
+    xtask_cmd(args, None)
+}
+
+/// [`xtask`] on a cache of the test's own (`BUFAIO_CACHE_DIR`).
+pub fn xtask_in_cache(args: &[&str], cache: &Path) -> (i32, String, Output) {
+    xtask_cmd(args, Some(cache))
+}
+
+fn xtask_cmd(args: &[&str], cache: Option<&Path>) -> (i32, String, Output) {
     let _g = serial();
-    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(args)
+    let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    c.args(args)
         .current_dir(root())
-        .env_remove("GITHUB_ACTIONS")
-        .output()
-        .expect("run xtask");
+        .env_remove("GITHUB_ACTIONS");
+    if let Some(d) = cache {
+        c.env("BUFAIO_CACHE_DIR", d);
+    }
+    let out = c.output().expect("run xtask");
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -48,4 +59,55 @@ pub fn artifacts(text: &str) -> PathBuf {
         .find_map(|l| l.split("artifacts: ").nth(1))
         .expect("the command printed its artifacts dir");
     PathBuf::from(line.trim())
+}
+
+/// PIDs of processes whose argv[0] starts with `prog` and whose command
+/// line mentions `needle` (what `ps` would show; to check that no child
+/// outlived a run).
+pub fn pids(prog: &str, needle: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&cmd);
+        if cmd.starts_with(prog) && cmd.contains(needle) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Waits up to 10 s for `f` to return nothing; returns what it last did.
+pub fn wait_none(f: impl Fn() -> Vec<u32>) -> Vec<u32> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut left = f();
+    while !left.is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        left = f();
+    }
+    left
+}
+
+/// A cache of the test's own under `dir` whose downloads are the real
+/// cache's (hard-linked, copied across filesystems), after `xtask fetch`
+/// made sure they are there.
+pub fn linked_cache(dir: &Path) -> PathBuf {
+    let (code, text, _) = xtask(&["fetch"]);
+    assert_eq!(code, 0, "{text}");
+    let real = std::env::var_os("BUFAIO_CACHE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/bufaio"));
+    let cache = dir.join("cache");
+    std::fs::create_dir_all(cache.join("downloads")).unwrap();
+    for e in std::fs::read_dir(real.join("downloads")).unwrap().flatten() {
+        let to = cache.join("downloads").join(e.file_name());
+        if std::fs::hard_link(e.path(), &to).is_err() {
+            std::fs::copy(e.path(), &to).unwrap();
+        }
+    }
+    cache
 }
