@@ -272,13 +272,7 @@ fn errno_of(ret: isize) -> Option<io::Error> {
 impl Fsx {
     /// Creates (truncates) `path` and sets up the AIO context.
     pub fn new(path: &Path, p: Params) -> Result<Fsx, String> {
-        let fd = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(path)
-            .map_err(|e| format!("create {}: {e}", path.display()))?;
+        let fd = crate::suite::create_truncated(path)?;
         let afd = open_rw(path, true, false)
             .map_err(|e| format!("open {} O_APPEND: {e}", path.display()))?;
         let ring = Ring::new(p.queue as u32 * 2)?;

@@ -211,11 +211,16 @@ pub fn guest_image(ctx: &Ctx) -> Result<RootImage> {
 /// The soak pressure profile names the guest knows (`all` included), from
 /// the static guest binary run on the host: the guest's list is the one list.
 pub fn soak_profiles(ctx: &Ctx) -> Result<Vec<String>> {
+    guest_lines(ctx, &["--soak-profiles"])
+}
+
+/// The lines the static guest binary prints for `args`, run on the host.
+fn guest_lines(ctx: &Ctx, args: &[&str]) -> Result<Vec<String>> {
     let bin = rootfs::build_guest(&ctx.root, &ctx.ui)?;
     let out = std::process::Command::new(&bin)
-        .arg("--soak-profiles")
+        .args(args)
         .output()
-        .with_context(|| format!("cannot run {} --soak-profiles", bin.display()))?;
+        .with_context(|| format!("cannot run {} {}", bin.display(), args.join(" ")))?;
     Ok(String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(str::to_string)
@@ -234,26 +239,11 @@ pub fn check_filters_named(ctx: &Ctx, flag: &str, filters: &[String]) -> Result<
     if filters.is_empty() {
         return Ok(Vec::new());
     }
-    let bin = rootfs::build_guest(&ctx.root, &ctx.ui)?;
-    let list = |filter: Option<&str>| -> Result<Vec<String>> {
-        let mut c = std::process::Command::new(&bin);
-        c.arg("--list");
-        if let Some(f) = filter {
-            c.arg("--filter").arg(f);
-        }
-        let out = c
-            .output()
-            .with_context(|| format!("cannot run {} --list", bin.display()))?;
-        Ok(String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(str::to_string)
-            .collect())
-    };
-    let selected = list(Some(&filters.join(",")))?;
+    let selected = guest_lines(ctx, &["--list", "--filter", &filters.join(",")])?;
     if !selected.is_empty() {
         return Ok(selected);
     }
-    let all = list(None)?;
+    let all = guest_lines(ctx, &["--list"])?;
     Err(crate::error::usage(format!(
         "{flag} {}: matches no test; nearest: {}",
         filters.join(","),

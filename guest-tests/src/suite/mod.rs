@@ -519,13 +519,7 @@ pub fn open_direct(ctx: &Ctx, path: &Path, opts: &mut std::fs::OpenOptions) -> R
 /// Creates (truncating) `path` read-write and syncs it, so that what a
 /// test appends starts from an empty file on disk.
 pub fn create_empty(path: &Path) -> Result<File, String> {
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)
-        .map_err(|e| format!("create {}: {e}", path.display()))?;
+    let f = create_truncated(path)?;
     f.sync_all()
         .map_err(|e| format!("fsync {}: {e}", path.display()))?;
     Ok(f)
@@ -541,15 +535,20 @@ pub fn open_rw(path: &Path) -> Result<File, String> {
         .map_err(|e| format!("open {}: {e}", path.display()))
 }
 
-/// Creates `path` (truncating) holding `len` bytes of pattern `seed`.
-pub fn create_pattern_file(path: &Path, seed: u64, len: u64) -> Result<File, String> {
-    let f = OpenOptions::new()
+/// Creates (truncating) `path` read-write.
+pub fn create_truncated(path: &Path) -> Result<File, String> {
+    OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(true)
         .open(path)
-        .map_err(|e| format!("create {}: {e}", path.display()))?;
+        .map_err(|e| format!("create {}: {e}", path.display()))
+}
+
+/// Creates `path` (truncating) holding `len` bytes of pattern `seed`.
+pub fn create_pattern_file(path: &Path, seed: u64, len: u64) -> Result<File, String> {
+    let f = create_truncated(path)?;
     const CHUNK: u64 = 256 * 1024;
     let mut off = 0;
     while off < len {
