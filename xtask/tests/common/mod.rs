@@ -33,8 +33,22 @@ pub fn xtask_in_cache(args: &[&str], cache: &Path) -> (i32, String, Output) {
     xtask_cmd(args, Some(cache))
 }
 
+/// [`xtask`], also returning how long the command itself ran (not the
+/// wait for this binary's one-at-a-time lock, which another test may hold
+/// for a whole build).
+pub fn xtask_timed(args: &[&str]) -> (i32, String, std::time::Duration) {
+    let _g = serial();
+    let t0 = std::time::Instant::now();
+    let (code, text, _) = xtask_locked(args, None);
+    (code, text, t0.elapsed())
+}
+
 fn xtask_cmd(args: &[&str], cache: Option<&Path>) -> (i32, String, Output) {
     let _g = serial();
+    xtask_locked(args, cache)
+}
+
+fn xtask_locked(args: &[&str], cache: Option<&Path>) -> (i32, String, Output) {
     let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
     c.args(args)
         .current_dir(root())
