@@ -27,6 +27,27 @@ pub struct Config {
     /// but do not fail the run.
     #[serde(default)]
     pub splat_allowlist: Option<PathBuf>,
+    /// Peer test suites built on the host for the guest (issue 14).
+    #[serde(default)]
+    pub peers: PeersConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PeersConfig {
+    /// libaio's own test harness (`harness/cases/*.t`), from the upstream
+    /// tarball Debian's `libaio` source package ships as its `.orig`.
+    pub libaio: Option<LibaioPeer>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LibaioPeer {
+    /// Debian source version, e.g. `0.3.113-4` (reported with the results).
+    pub version: String,
+    /// Where the `libaio_<upstream>.orig.tar.gz` comes from, each pinned by
+    /// sha256 (`kind: url` or `kind: tarball`), tried in order.
+    pub sources: Vec<Source>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -163,6 +184,38 @@ pub struct TestsConfig {
     pub filter: Vec<String>,
 }
 
+/// Every source of `key` has a well-formed sha256 and a URL scheme we fetch.
+fn check_sources(origin: &Path, key: &str, sources: &[Source]) -> Result<()> {
+    let o = origin.display();
+    for (i, s) in sources.iter().enumerate() {
+        let sha = match s {
+            Source::Debian { sha256, .. }
+            | Source::Url { sha256, .. }
+            | Source::Tarball { sha256, .. } => Some(sha256),
+            Source::Git { .. } => None,
+        };
+        if let Some(sha) = sha {
+            if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+                bail!(
+                    "{o}: {key}[{i}].sha256 must be 64 hex digits, got {sha:?} ({})",
+                    s.describe()
+                );
+            }
+        }
+        if let Source::Url { url, .. } = s {
+            if !(url.starts_with("https://")
+                || url.starts_with("http://")
+                || url.starts_with("file://"))
+            {
+                bail!(
+                    "{o}: {key}[{i}].url must start with https://, http:// or file://, got {url:?}"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 impl Config {
     /// Read and validate `path`. Relative paths inside are resolved against
     /// the file's directory.
@@ -224,27 +277,18 @@ impl Config {
         if self.kernel.sources.is_empty() {
             bail!("{o}: kernel.sources is empty: list at least one kernel source");
         }
-        for (i, s) in self.kernel.sources.iter().enumerate() {
-            let sha = match s {
-                Source::Debian { sha256, .. }
-                | Source::Url { sha256, .. }
-                | Source::Tarball { sha256, .. } => Some(sha256),
-                Source::Git { .. } => None,
-            };
-            if let Some(sha) = sha {
-                if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+        check_sources(origin, "kernel.sources", &self.kernel.sources)?;
+        if let Some(l) = &self.peers.libaio {
+            if l.sources.is_empty() {
+                bail!("{o}: peers.libaio.sources is empty: list at least one source or drop peers.libaio");
+            }
+            check_sources(origin, "peers.libaio.sources", &l.sources)?;
+            for (i, s) in l.sources.iter().enumerate() {
+                if !matches!(s, Source::Url { .. } | Source::Tarball { .. }) {
                     bail!(
-                        "{o}: kernel.sources[{i}].sha256 must be 64 hex digits, got {sha:?} ({})",
+                        "{o}: peers.libaio.sources[{i}]: only `kind: url` and `kind: tarball` give the libaio tarball, got {}",
                         s.describe()
                     );
-                }
-            }
-            if let Source::Url { url, .. } = s {
-                if !(url.starts_with("https://")
-                    || url.starts_with("http://")
-                    || url.starts_with("file://"))
-                {
-                    bail!("{o}: kernel.sources[{i}].url must start with https://, http:// or file://, got {url:?}");
                 }
             }
         }
@@ -278,7 +322,12 @@ impl Config {
         if let Some(p) = self.splat_allowlist.as_mut() {
             fix(p);
         }
-        for s in &mut self.kernel.sources {
+        let peer_sources = self
+            .peers
+            .libaio
+            .iter_mut()
+            .flat_map(|l| l.sources.iter_mut());
+        for s in self.kernel.sources.iter_mut().chain(peer_sources) {
             match s {
                 Source::Tarball { path, .. } | Source::Git { path, .. } => fix(path),
                 _ => {}

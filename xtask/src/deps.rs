@@ -121,6 +121,12 @@ pub const DEPS: &[Dep] = &[
         why: "SFTP inside the `vm` guest (uploads by `push`)",
     },
     Dep {
+        package: "libaio-dev",
+        probe: Probe::File("/usr/lib/x86_64-linux-gnu/libaio.a"),
+        required: false,
+        why: "static libaio for libaio's own test harness (soak/libaio*)",
+    },
+    Dep {
         package: "ccache",
         probe: Probe::Exe("ccache"),
         required: false,

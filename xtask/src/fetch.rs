@@ -53,6 +53,19 @@ pub fn fetch(sources: &[Source], cache: &Cache, ui: &Ui) -> Result<Fetched> {
 /// [`fetch`]; with `force` every cached file is re-hashed (`cargo xtask
 /// fetch`), otherwise only those whose size or mtime changed.
 pub fn fetch_with(sources: &[Source], cache: &Cache, ui: &Ui, force: bool) -> Result<Fetched> {
+    fetch_keyed(sources, cache, ui, force, "kernel.sources", "kernel source")
+}
+
+/// [`fetch_with`] for the sources under config key `key` (errors name
+/// `key[i]`), of something called `what` (`kernel source`).
+pub fn fetch_keyed(
+    sources: &[Source],
+    cache: &Cache,
+    ui: &Ui,
+    force: bool,
+    key: &str,
+    what: &str,
+) -> Result<Fetched> {
     let mut reasons = Vec::new();
     for (i, src) in sources.iter().enumerate() {
         let stage = ui.stage("fetch", src.describe());
@@ -82,16 +95,16 @@ pub fn fetch_with(sources: &[Source], cache: &Cache, ui: &Ui, force: bool) -> Re
             }
             Err(Miss::Fatal(e)) => {
                 stage.finish("failed");
-                return Err(e.context(format!("kernel.sources[{i}] ({})", src.describe())));
+                return Err(e.context(format!("{key}[{i}] ({})", src.describe())));
             }
             Err(Miss::Unavailable(why)) => {
                 stage.finish(format!("unavailable: {why}"));
-                reasons.push(format!("  kernel.sources[{i}] {}: {why}", src.describe()));
+                reasons.push(format!("  {key}[{i}] {}: {why}", src.describe()));
             }
         }
     }
     Err(anyhow!(
-        "no kernel source could be fetched:\n{}",
+        "no {what} could be fetched:\n{}",
         reasons.join("\n")
     ))
 }

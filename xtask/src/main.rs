@@ -17,6 +17,7 @@ mod kcfgcheck;
 mod kconfig;
 mod ktap;
 mod patch;
+mod peers;
 mod pipeline;
 mod proc;
 mod qemu;

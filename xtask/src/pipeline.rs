@@ -205,7 +205,19 @@ fn prebuilt(bz: &Path, flavor: &str) -> Result<(Fetched, Vec<KernelBuild>)> {
 /// The guest binary and the root image holding it.
 pub fn guest_image(ctx: &Ctx) -> Result<RootImage> {
     let bin = rootfs::build_guest(&ctx.root, &ctx.ui)?;
-    rootfs::root_image(&ctx.root, &bin, &ctx.ui)
+    let libaio = match &ctx.cfg.peers.libaio {
+        Some(peer) => match crate::peers::libaio_harness(&ctx.root, peer, &ctx.cache, &ctx.ui) {
+            Ok(h) => Some(h),
+            Err(e) => {
+                ctx.ui.warn(format!(
+                    "libaio harness unavailable, soak/libaio* will SKIP: {e:#}"
+                ));
+                None
+            }
+        },
+        None => None,
+    };
+    rootfs::root_image(&ctx.root, &bin, libaio.as_ref(), &ctx.ui)
 }
 
 /// The soak pressure profile names the guest knows (`all` included), from
@@ -426,7 +438,11 @@ pub fn boot_and_test(
             // slow-filesystem copies and tiny ENOSPC filesystems, fsck'd
             // below, and the scratch ext3 filesystem (corrupted on purpose
             // by read/corrupt_indirect, not fsck'd)
-            disks.extend(rootfs::check_disks(dir, ctx.cfg.disks.size_mib)?);
+            disks.extend(rootfs::check_disks(
+                dir,
+                ctx.cfg.disks.size_mib,
+                root.libaio_enospc.as_deref(),
+            )?);
             "suite"
         }
         GuestJob::Exec { argv, files } => {

@@ -17,6 +17,9 @@ pub struct RootImage {
     pub guest_binary: PathBuf,
     pub guest_sha256: String,
     pub busybox: bool,
+    /// libaio's harness in the image (`/opt/libaio`), and the ENOSPC image
+    /// its case 10 needs (copied fresh into every suite run).
+    pub libaio_enospc: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -68,14 +71,20 @@ pub fn build_static(root: &Path, package: &str, ui: &Ui) -> Result<PathBuf> {
 
 /// The root image for this guest binary, built once and cached under
 /// `target/bufaio/`. Booted with `snapshot=on`, so it is never written.
-pub fn root_image(root: &Path, guest: &Path, ui: &Ui) -> Result<RootImage> {
+pub fn root_image(
+    root: &Path,
+    guest: &Path,
+    libaio: Option<&crate::peers::LibaioHarness>,
+    ui: &Ui,
+) -> Result<RootImage> {
     let guest_sha = sha256_file(guest)?;
     let busybox = which("busybox").filter(|p| is_static(p));
     let bb_sha = match &busybox {
         Some(p) => sha256_file(p)?,
         None => String::new(),
     };
-    let key = sha256_bytes(format!("v1 {guest_sha} {bb_sha}").as_bytes());
+    let libaio_key = libaio.map(|h| h.key.as_str()).unwrap_or("-");
+    let key = sha256_bytes(format!("v1 {guest_sha} {bb_sha} {libaio_key}").as_bytes());
     let dir = root.join("target/bufaio");
     let image = dir.join(format!("rootfs-{}.img", &key[..16]));
     let info = RootImage {
@@ -83,6 +92,7 @@ pub fn root_image(root: &Path, guest: &Path, ui: &Ui) -> Result<RootImage> {
         guest_binary: guest.to_path_buf(),
         guest_sha256: guest_sha,
         busybox: busybox.is_some(),
+        libaio_enospc: libaio.map(|h| h.enospc_image.clone()),
     };
     if image.is_file() {
         return Ok(info);
@@ -119,13 +129,32 @@ pub fn root_image(root: &Path, guest: &Path, ui: &Ui) -> Result<RootImage> {
             let _ = std::os::unix::fs::symlink("busybox", r.join("bin").join(applet));
         }
     }
+    let mut size_mib = 64;
+    if let Some(h) = libaio {
+        copy_tree(&h.dir, &r.join(crate::peers::GUEST_DIR))?;
+        size_mib += 64;
+    }
     fs::write(r.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n")?;
     fs::write(r.join("etc/group"), "root:x:0:\n")?;
     let tmp_img = dir.join(format!(".rootfs-{}.tmp", std::process::id()));
-    mke2fs("ext2", Some(r), &tmp_img, 64, "bufaio-root")?;
+    mke2fs("ext2", Some(r), &tmp_img, size_mib, "bufaio-root")?;
     fs::rename(&tmp_img, &image)?;
     stage.finish(format!("{}", image.display()));
     Ok(info)
+}
+
+pub fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    fs::create_dir_all(to)?;
+    for e in fs::read_dir(from)?.flatten() {
+        let p = e.path();
+        let t = to.join(e.file_name());
+        if p.is_dir() {
+            copy_tree(&p, &t)?;
+        } else {
+            fs::copy(&p, &t).with_context(|| format!("cannot copy {}", p.display()))?;
+        }
+    }
+    Ok(())
 }
 
 fn is_static(p: &Path) -> bool {
@@ -234,7 +263,11 @@ pub const SCRATCH_EXT3_LABEL: &str = "bufaio-scr-ext3";
 /// it is *not* fsck'd (no `host/` row; [`fsck_test_name`] is None) and is
 /// thrown away with the run. The guest finds them by marker and label, not
 /// by device name.
-pub fn check_disks(run_dir: &Path, size_mib: u32) -> Result<Vec<Disk>> {
+pub fn check_disks(
+    run_dir: &Path,
+    size_mib: u32,
+    libaio_enospc: Option<&Path>,
+) -> Result<Vec<Disk>> {
     let mut disks = Vec::new();
     for fs_ in ["ext2", "ext3"] {
         let path = run_dir.join(format!("disk-slow-{fs_}.img"));
@@ -276,6 +309,19 @@ pub fn check_disks(run_dir: &Path, size_mib: u32) -> Result<Vec<Disk>> {
         device: String::new(),
         mountpoint: "/mnt/scratch-ext3".into(),
     });
+    // libaio harness case 10 (ENOSPC): a fresh copy of its exact-size
+    // ext2 image, found by label `bufaio-enospc`, fsck'd as
+    // `host/fsck-enospc@ext2`.
+    if let Some(img) = libaio_enospc {
+        let path = run_dir.join("disk-enospc-ext2.img");
+        fs::copy(img, &path).with_context(|| format!("cannot copy {}", img.display()))?;
+        disks.push(Disk {
+            path,
+            fstype: "ext2".into(),
+            device: String::new(),
+            mountpoint: "/mnt/enospc".into(),
+        });
+    }
     Ok(disks)
 }
 
@@ -288,7 +334,7 @@ pub fn fsck_test_name(disk: &Disk) -> Option<String> {
     let rest = stem.strip_prefix("disk-")?;
     match rest.split_once('-') {
         None if rest == disk.fstype => Some(format!("host/fsck@{rest}")),
-        Some((kind @ ("slow" | "tiny"), fs_)) if fs_ == disk.fstype => {
+        Some((kind @ ("slow" | "tiny" | "enospc"), fs_)) if fs_ == disk.fstype => {
             Some(format!("host/fsck-{kind}@{fs_}"))
         }
         _ => None,
@@ -419,7 +465,7 @@ mod tests {
             return;
         }
         let dir = tempfile::tempdir().unwrap();
-        let disks = check_disks(dir.path(), 8).unwrap();
+        let disks = check_disks(dir.path(), 8, None).unwrap();
         let names: Vec<_> = disks.iter().filter_map(fsck_test_name).collect();
         assert_eq!(
             names,

@@ -83,7 +83,8 @@ pub fn row_of(kernel: &str, t: &TestRow) -> Option<SoakRow> {
     let header = kv(&t.diagnostic, "soak: test=");
     let done = kv(&t.diagnostic, "soak: seed=");
     let verdict = match t.verdict {
-        Verdict::Pass | Verdict::XFail | Verdict::Todo => "pass",
+        Verdict::Pass | Verdict::XFail => "pass",
+        Verdict::Todo => "todo",
         Verdict::Fail | Verdict::XPass => "fail",
         Verdict::Skip => "skip",
     };
@@ -97,7 +98,7 @@ pub fn row_of(kernel: &str, t: &TestRow) -> Option<SoakRow> {
             .map(|n| n.saturating_sub(1))
             .unwrap_or(0),
     };
-    let failure = (verdict == "fail").then(|| {
+    let failure = (verdict == "fail" || verdict == "todo").then(|| {
         t.diagnostic
             .lines()
             .filter(|l| !l.starts_with("soak: ") && !l.starts_with("step: "))

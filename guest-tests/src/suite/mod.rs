@@ -15,6 +15,7 @@ mod corrupt;
 mod eio;
 mod errors;
 mod inflight;
+mod peers;
 mod read;
 mod reap;
 pub(crate) mod soak;
@@ -265,6 +266,8 @@ pub const TESTS: &[TestDef] = &[
     fs_test("soak/fsx_pressure", soak::fsx_pressure).on(Device::Slow),
     fs_test("soak/destroy_race", soak::destroy_race).on(Device::Slow),
     fs_test("soak/destroy_race_bdev", soak::destroy_race_bdev).on(Device::Slow),
+    fs_test("soak/libaio", peers::libaio),
+    fs_test("soak/libaio_inline", peers::libaio_inline),
     global_test("errors/bad_fd", errors::bad_fd),
     global_test("errors/einval_opcode", errors::einval_opcode),
     global_test("errors/bad_rw_flags", errors::bad_rw_flags),
@@ -601,6 +604,10 @@ pub fn scratch_name(name: &str) -> String {
 /// `# TODO` directive (a tracked gap, not a pass); when the series closes a
 /// gap the test simply passes and the entry should be removed.
 pub const KNOWN_GAPS: &[(&str, &str)] = &[
+    (
+        "soak/libaio_inline@ext3",
+        "every ext3 buffered write goes to an io worker (issue 13): a cached write completes after io_submit() returns, so libaio's as-shipped sync_submit() (io_getevents min_nr = 0) finds no event; soak/libaio@ext3 (waiting) passes",
+    ),
     (
         "write/cached_inline@ext3",
         "every ext3 buffered write goes to an aio worker (write_punt_eagain): ext4's write path needs a jbd2 handle, and jbd2 has no nonblocking start, so even a cached overwrite completes after io_submit returns",

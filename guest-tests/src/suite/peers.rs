@@ -1,0 +1,441 @@
+//! libaio's own test harness (issue 14), built by the host (xtask
+//! `peers.rs`) into the root image under `/opt/libaio`: `cases.txt` lists
+//! the cases, `wait/N` is every case with `sync_submit()` waiting for its
+//! event (`io_getevents(min_nr = 1)`), `asis/N` the cases that use
+//! `sync_submit()` as shipped (`min_nr = 0`: the event must already be
+//! there when `io_submit()` returns).
+//!
+//! - `soak/libaio@fs`: every case, waiting: correctness only; both kernels
+//!   must pass.
+//! - `soak/libaio_inline@fs`: the `sync_submit()` cases as shipped. A case
+//!   that fails as shipped but passes waiting, with no device read during
+//!   it (`/proc/diskstats`), means a request that needed no device IO did
+//!   not complete inside `io_submit()`: a fast-path regression (fails the
+//!   test). With device reads (10.t on a freshly mounted filesystem reads
+//!   its block bitmap) the request completed later because it waited for
+//!   the device: what the series is for (reported, passes).
+//!
+//! Each case runs as upstream's `make partcheck` runs it: in a fresh
+//! directory with `testdir/{rofile,wofile,rwfile}` (modes 0400, 0200,
+//! 0600), `testdir.ext2/` for 8.t (the limit it probes is this
+//! filesystem's) and, for 10.t, `testdir.enospc/` with the host's ENOSPC
+//! image (label `bufaio-enospc`, exactly 17 free 4 KiB blocks) mounted on
+//! it. Exit 0 passes, 3 skips, anything else fails.
+//!
+//! Without `bufaio.soak_ops`/`bufaio.soak_secs` (the normal suite) the
+//! cases that take over 2 s under TCG are skipped by name; `cargo xtask
+//! soak` runs them all.
+
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::write_limits::find_disk_by_label;
+use super::{Ctx, Stop, TestResult};
+use crate::cmdline;
+use crate::sys;
+
+const DIR: &str = "/opt/libaio";
+
+/// Keep in sync with xtask `peers::ENOSPC_LABEL`.
+const ENOSPC_LABEL: &str = "bufaio-enospc";
+
+/// Cases the normal suite skips (seconds under TCG, 2 vCPUs): 6 (huge
+/// reads and writes: needs 768 MiB free), 11 (12 s), 14 (3 s), 18 (100
+/// threads x 1,000 io_setup/io_destroy: 37 s), 20 (aio-max-nr contexts:
+/// 16 s).
+const HEAVY: &[u32] = &[6, 11, 14, 18, 20];
+
+/// What 6.t writes and reads back: 768 MiB.
+const CASE6_BYTES: u64 = 768 << 20;
+
+/// Per-case limit.
+const CASE_TIMEOUT: Duration = Duration::from_secs(600);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Case {
+    number: u32,
+    sync: bool,
+}
+
+fn parse_manifest(text: &str) -> Result<Vec<Case>, String> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let l = line.trim();
+        if l.is_empty() || l.starts_with('#') {
+            continue;
+        }
+        let bad = || format!("{DIR}/cases.txt:{}: {l:?}", i + 1);
+        let (n, kind) = l.split_once(' ').ok_or_else(bad)?;
+        out.push(Case {
+            number: n.parse().map_err(|_| bad())?,
+            sync: match kind {
+                "sync" => true,
+                "plain" => false,
+                _ => return Err(bad()),
+            },
+        });
+    }
+    Ok(out)
+}
+
+fn manifest() -> Result<(String, Vec<Case>), Stop> {
+    let path = Path::new(DIR).join("cases.txt");
+    let text = fs::read_to_string(&path).map_err(|e| {
+        Stop::Skip(format!(
+            "{}: {e}: the libaio harness is not in the root image (the host needs libaio-dev and the libaio source: see the run's warnings)",
+            path.display()
+        ))
+    })?;
+    let version = text
+        .lines()
+        .next()
+        .unwrap_or("")
+        .trim_start_matches("# ")
+        .to_string();
+    Ok((version, parse_manifest(&text).map_err(Stop::Fail)?))
+}
+
+fn full_run() -> bool {
+    let text = fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    cmdline::parse(&text)
+        .map(|c| c.soak.ops.is_some() || c.soak.secs.is_some())
+        .unwrap_or(false)
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    Pass,
+    Skip(String),
+    Fail(String),
+}
+
+/// Why a case is not run here, if it is not.
+fn not_here(ctx: &Ctx, case: u32, full: bool) -> Option<String> {
+    if !full && HEAVY.contains(&case) {
+        return Some("heavy: `cargo xtask soak` runs it".into());
+    }
+    let fs_ = ctx.fs.as_deref().unwrap_or("");
+    if case == 10 && fs_ != "ext2" {
+        return Some("its ENOSPC image is ext2 (as upstream's): runs in the @ext2 instance".into());
+    }
+    if case == 6 {
+        if let Ok(f) = fs::File::open(&ctx.dir) {
+            if let Ok((bsize, bfree, _)) = sys::fstatvfs(&f) {
+                let free = bsize * bfree;
+                if free < CASE6_BYTES + (CASE6_BYTES >> 4) {
+                    return Some(format!(
+                        "writes 768 MiB; this filesystem has {} MiB free",
+                        free >> 20
+                    ));
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Upstream's `testdir` files, fresh.
+fn prepare(dir: &Path) -> Result<(), String> {
+    let td = dir.join("testdir");
+    let _ = fs::remove_dir_all(&td);
+    fs::create_dir_all(&td).map_err(|e| format!("mkdir {}: {e}", td.display()))?;
+    for (name, mode) in [("rofile", 0o400), ("wofile", 0o200), ("rwfile", 0o600)] {
+        let p = td.join(name);
+        fs::write(&p, "test\n").map_err(|e| format!("{}: {e}", p.display()))?;
+        fs::set_permissions(&p, fs::Permissions::from_mode(mode))
+            .map_err(|e| format!("chmod {}: {e}", p.display()))?;
+    }
+    for d in ["testdir.ext2", "testdir.enospc"] {
+        fs::create_dir_all(dir.join(d)).map_err(|e| format!("mkdir {d}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// The ENOSPC image mounted on `testdir.enospc` for 10.t.
+struct Enospc(PathBuf);
+
+impl Enospc {
+    fn mount(dir: &Path) -> Result<Enospc, String> {
+        let dev = find_disk_by_label(ENOSPC_LABEL)?.ok_or_else(|| {
+            format!("no disk labelled {ENOSPC_LABEL} (the host adds one with the harness)")
+        })?;
+        let mnt = dir.join("testdir.enospc");
+        let d = dev.to_string_lossy().into_owned();
+        sys::mount(&d, &mnt, "ext2", 0)
+            .map_err(|e| format!("mount {d} on {}: {e}", mnt.display()))?;
+        Ok(Enospc(mnt))
+    }
+}
+
+impl Drop for Enospc {
+    fn drop(&mut self) {
+        if let Err(e) = sys::umount(&self.0) {
+            println!("warning: umount {}: {e}", self.0.display());
+        }
+    }
+}
+
+/// Runs `bin` in `dir`; its output goes to stdout (the test's diagnostics)
+/// only when it does not pass.
+fn run_case(ctx: &Ctx, case: u32, bin: &Path) -> Result<(Outcome, Duration), String> {
+    prepare(&ctx.dir)?;
+    let _enospc = if case == 10 {
+        Some(Enospc::mount(&ctx.dir)?)
+    } else {
+        None
+    };
+    let t0 = Instant::now();
+    // chdir ourselves: Command::current_dir takes std's fork path, which
+    // fails on the tinyconfig kernel (see exec.rs); posix_spawn works.
+    std::env::set_current_dir(&ctx.dir).map_err(|e| format!("chdir {}: {e}", ctx.dir.display()))?;
+    let spawned = Command::new(bin)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn();
+    let _ = std::env::set_current_dir("/");
+    let mut child = spawned.map_err(|e| format!("{}: {e}", bin.display()))?;
+    let mut out = child.stdout.take().ok_or("no stdout pipe")?;
+    let reader = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = out.read_to_end(&mut s);
+        s
+    });
+    let status = loop {
+        if let Some(st) = child.try_wait().map_err(|e| format!("wait: {e}"))? {
+            break Some(st);
+        }
+        if t0.elapsed() > CASE_TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let took = t0.elapsed();
+    let text = String::from_utf8_lossy(&reader.join().unwrap_or_default()).into_owned();
+    // The first lines show where a case went wrong (a late completion
+    // shifts every later result), the last ones how it ended.
+    let tail = || {
+        let lines: Vec<&str> = text.lines().collect();
+        let pick: Vec<&str> = if lines.len() > 24 {
+            let mut v = lines[..14].to_vec();
+            v.push("…");
+            v.extend_from_slice(&lines[lines.len() - 8..]);
+            v
+        } else {
+            lines
+        };
+        pick.iter()
+            .map(|l| format!("    | {l}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let outcome = match status {
+        None => Outcome::Fail(format!(
+            "timed out after {} s\n{}",
+            CASE_TIMEOUT.as_secs(),
+            tail()
+        )),
+        Some(st) => match st.code() {
+            Some(0) => Outcome::Pass,
+            Some(3) => Outcome::Skip(text.lines().last().unwrap_or("").to_string()),
+            Some(c) => Outcome::Fail(format!("exit {c}\n{}", tail())),
+            None => Outcome::Fail(format!("{st}\n{}", tail())),
+        },
+    };
+    Ok((outcome, took))
+}
+
+/// Reads completed by the virtio disks and null_blk devices
+/// (`/proc/diskstats` field 4, summed): nothing else runs in the guest,
+/// so a change across a case is device IO the case needed.
+fn device_reads() -> u64 {
+    parse_device_reads(&fs::read_to_string("/proc/diskstats").unwrap_or_default())
+}
+
+fn parse_device_reads(text: &str) -> u64 {
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let name = f.get(2)?;
+            let whole = (name.starts_with("vd")
+                && !name[2..].contains(|c: char| c.is_ascii_digit()))
+                || (name.starts_with("nullb") && !name.contains('p'));
+            if whole {
+                f.get(3)?.parse::<u64>().ok()
+            } else {
+                None
+            }
+        })
+        .sum()
+}
+
+fn require(ctx: &Ctx) -> Result<(), Stop> {
+    if !(ctx.guest && ctx.root) {
+        return Err(Stop::Skip(
+            "runs the root image's libaio harness in the guest".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn header(ctx: &Ctx, test: &str, version: &str, n: usize) -> String {
+    let name = format!("{test}@{}", ctx.fs.as_deref().unwrap_or("host"));
+    println!("soak: test={name} seed=- ops_target={n} profiles=- harness={version:?}");
+    name
+}
+
+fn footer(done: usize, t: Duration) {
+    println!(
+        "soak: seed=- ops={done} ops_per_s={:.2} elapsed_ms={}",
+        done as f64 / t.as_secs_f64().max(0.001),
+        t.as_millis()
+    );
+}
+
+/// soak/libaio: every case with `sync_submit()` waiting for its event.
+pub fn libaio(ctx: &Ctx) -> TestResult {
+    require(ctx)?;
+    let (version, cases) = manifest()?;
+    let full = full_run();
+    header(ctx, "soak/libaio", &version, cases.len());
+    let t0 = Instant::now();
+    let (mut done, mut failed) = (0, Vec::new());
+    for c in &cases {
+        if let Some(why) = not_here(ctx, c.number, full) {
+            println!("case {}: not run ({why})", c.number);
+            continue;
+        }
+        let bin = Path::new(DIR).join("wait").join(c.number.to_string());
+        let (o, took) = run_case(ctx, c.number, &bin)?;
+        done += 1;
+        match o {
+            Outcome::Pass => println!("case {}: PASSED ({:.2} s)", c.number, took.as_secs_f64()),
+            Outcome::Skip(why) => println!("case {}: SKIPPED by the case: {why}", c.number),
+            Outcome::Fail(why) => {
+                println!(
+                    "case {}: FAILED ({:.2} s): {why}",
+                    c.number,
+                    took.as_secs_f64()
+                );
+                failed.push(c.number);
+            }
+        }
+    }
+    footer(done, t0.elapsed());
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(Stop::Fail(format!(
+            "libaio harness (waiting sync_submit) failed cases {failed:?} of {done} run"
+        )))
+    }
+}
+
+/// soak/libaio_inline: the `sync_submit()` cases as shipped; a failure
+/// that the waiting build does not have is a request that did not
+/// complete inside `io_submit()`.
+pub fn libaio_inline(ctx: &Ctx) -> TestResult {
+    require(ctx)?;
+    let (version, cases) = manifest()?;
+    let full = full_run();
+    let sync: Vec<&Case> = cases.iter().filter(|c| c.sync).collect();
+    header(ctx, "soak/libaio_inline", &version, sync.len());
+    let t0 = Instant::now();
+    let (mut done, mut late, mut cold, mut broken) = (0, Vec::new(), Vec::new(), Vec::new());
+    for c in sync {
+        if let Some(why) = not_here(ctx, c.number, full) {
+            println!("case {}: not run ({why})", c.number);
+            continue;
+        }
+        let asis = Path::new(DIR).join("asis").join(c.number.to_string());
+        let reads0 = device_reads();
+        let (o, took) = run_case(ctx, c.number, &asis)?;
+        let reads = device_reads() - reads0;
+        done += 1;
+        match o {
+            Outcome::Pass => println!(
+                "case {}: PASSED as shipped ({:.2} s)",
+                c.number,
+                took.as_secs_f64()
+            ),
+            Outcome::Skip(why) => println!("case {}: SKIPPED by the case: {why}", c.number),
+            Outcome::Fail(why) => {
+                let wait = Path::new(DIR).join("wait").join(c.number.to_string());
+                let (w, _) = run_case(ctx, c.number, &wait)?;
+                if w == Outcome::Pass && reads > 0 {
+                    println!(
+                        "case {}: FAILED as shipped, PASSED waiting, {reads} device reads during it: a request that needed device IO completed after io_submit() returned — the series' asynchrony, not a fast-path loss: {why}",
+                        c.number
+                    );
+                    cold.push(c.number);
+                } else if w == Outcome::Pass {
+                    println!(
+                        "case {}: FAILED as shipped, PASSED waiting, no device reads during it: a request that needed no device IO completed after io_submit() returned (io_getevents(min_nr = 0) found no event): {why}",
+                        c.number
+                    );
+                    late.push(c.number);
+                } else {
+                    println!("case {}: FAILED as shipped and waiting: {why}", c.number);
+                    broken.push(c.number);
+                }
+            }
+        }
+    }
+    footer(done, t0.elapsed());
+    if !cold.is_empty() {
+        println!("cases {cold:?}: completed later after device IO (cold metadata or data): expected of the series");
+    }
+    let mut why = Vec::new();
+    if !late.is_empty() {
+        why.push(format!(
+            "cases {late:?}: requests that need no device IO did not complete inside io_submit() (fast path lost)"
+        ));
+    }
+    if !broken.is_empty() {
+        why.push(format!(
+            "cases {broken:?} fail even when waiting for the event (see soak/libaio)"
+        ));
+    }
+    if why.is_empty() {
+        Ok(())
+    } else {
+        Err(Stop::Fail(why.join("; ")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifest_parses_and_names_bad_lines() {
+        let m = parse_manifest("# libaio 0.3.113-4 harness\n2 plain\n10 sync\n").unwrap();
+        assert_eq!(
+            m,
+            vec![
+                Case {
+                    number: 2,
+                    sync: false
+                },
+                Case {
+                    number: 10,
+                    sync: true
+                }
+            ]
+        );
+        let e = parse_manifest("2 plain\n3 odd\n").unwrap_err();
+        assert!(e.contains("cases.txt:2"), "{e}");
+    }
+
+    #[test]
+    fn device_reads_sum_whole_disks_only() {
+        let t = " 254       0 vda 100 0 800 10 0 0 0 0 0 10 10 0 0 0 0\n 254       1 vda1 90 0 700 10 0 0 0 0 0 10 10 0 0 0 0\n 254      16 vdb 7 0 56 1 3 0 24 1 0 2 2 0 0 0 0\n 252       0 nullb0 5 0 40 0 0 0 0 0 0 0 0 0 0 0 0\n   7       0 loop0 9 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n";
+        assert_eq!(parse_device_reads(t), 112);
+    }
+}
