@@ -30,6 +30,17 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// What the root image carries besides the guest binary and busybox.
+#[derive(Debug, Clone, Default)]
+pub struct Peers {
+    pub libaio: Option<LibaioHarness>,
+    /// fio, its libraries, the loader and the shm shim (flat).
+    pub fio: Option<Vec<PathBuf>>,
+}
+
+/// Where fio is in the guest's root image (soak/fio_verify).
+pub const FIO_GUEST_DIR: &str = "opt/fio";
+
 /// Where the harness is in the guest's root image.
 pub const GUEST_DIR: &str = "opt/libaio";
 
@@ -334,6 +345,65 @@ pub fn parse_free_blocks(dumpe2fs: &str) -> Option<u64> {
         .lines()
         .find_map(|l| l.strip_prefix("Free blocks:"))
         .and_then(|v| v.trim().parse().ok())
+}
+
+// fio for the guest (the bench's cross-check and soak/fio_verify): the
+// dynamic binary with what `ldd` lists, the loader, and a shim for the
+// SysV shared memory the test kernel does not have.
+
+/// The shared libraries and the loader from `ldd` output.
+pub fn parse_ldd(text: &str) -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    for l in text.lines() {
+        let l = l.trim();
+        let path = match l.split_once("=>") {
+            Some((_, rhs)) => rhs.split_whitespace().next(),
+            None => l.split_whitespace().next().filter(|p| p.starts_with('/')),
+        };
+        if let Some(p) = path.filter(|p| p.starts_with('/')) {
+            let p = PathBuf::from(p);
+            if !v.contains(&p) {
+                v.push(p);
+            }
+        }
+    }
+    v
+}
+
+/// fio, its libraries, the dynamic loader and the shm shim, to be copied
+/// flat into the payload (guest-bench starts fio through the loader with
+/// --library-path and --preload of the shim).
+pub fn fio_files(work: &Path) -> Result<Option<Vec<PathBuf>>> {
+    let Some(fio) = crate::fetch::which("fio") else {
+        return Ok(None);
+    };
+    // The test kernel has no SysV IPC, which fio needs for its job table.
+    let src = work.join("fio_shm_shim.c");
+    let shim = work.join("fio-shm-shim.so");
+    std::fs::create_dir_all(work)?;
+    std::fs::write(&src, include_str!("bench/fio_shm_shim.c"))?;
+    let out = Command::new("gcc")
+        .args(["-shared", "-fPIC", "-O2", "-o"])
+        .arg(&shim)
+        .arg(&src)
+        .output()
+        .context("cannot run gcc for the fio shm shim")?;
+    if !out.status.success() {
+        bail!(
+            "compiling the fio shm shim failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = Command::new("ldd")
+        .arg(&fio)
+        .output()
+        .context("cannot run ldd")?;
+    if !out.status.success() {
+        return Ok(None);
+    }
+    let mut files = vec![fio, shim];
+    files.extend(parse_ldd(&String::from_utf8_lossy(&out.stdout)));
+    Ok(Some(files))
 }
 
 #[cfg(test)]

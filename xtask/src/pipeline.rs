@@ -217,7 +217,22 @@ pub fn guest_image(ctx: &Ctx) -> Result<RootImage> {
         },
         None => None,
     };
-    rootfs::root_image(&ctx.root, &bin, libaio.as_ref(), &ctx.ui)
+    let fio = match crate::peers::fio_files(&ctx.root.join("target/bufaio/fio-shim")) {
+        Ok(Some(files)) => Some(files),
+        Ok(None) => {
+            ctx.ui.warn(
+                "fio not found on the host, soak/fio_verify will SKIP (cargo xtask deps --install)",
+            );
+            None
+        }
+        Err(e) => {
+            ctx.ui
+                .warn(format!("fio unavailable, soak/fio_verify will SKIP: {e:#}"));
+            None
+        }
+    };
+    let peers = crate::peers::Peers { libaio, fio };
+    rootfs::root_image(&ctx.root, &bin, &peers, &ctx.ui)
 }
 
 /// The soak pressure profile names the guest knows (`all` included), from

@@ -74,9 +74,10 @@ pub fn build_static(root: &Path, package: &str, ui: &Ui) -> Result<PathBuf> {
 pub fn root_image(
     root: &Path,
     guest: &Path,
-    libaio: Option<&crate::peers::LibaioHarness>,
+    peers: &crate::peers::Peers,
     ui: &Ui,
 ) -> Result<RootImage> {
+    let libaio = peers.libaio.as_ref();
     let guest_sha = sha256_file(guest)?;
     let busybox = which("busybox").filter(|p| is_static(p));
     let bb_sha = match &busybox {
@@ -84,7 +85,17 @@ pub fn root_image(
         None => String::new(),
     };
     let libaio_key = libaio.map(|h| h.key.as_str()).unwrap_or("-");
-    let key = sha256_bytes(format!("v1 {guest_sha} {bb_sha} {libaio_key}").as_bytes());
+    let mut fio_key = String::new();
+    for f in peers.fio.iter().flatten() {
+        fio_key.push_str(&sha256_file(f)?);
+    }
+    let key = sha256_bytes(
+        format!(
+            "v1 {guest_sha} {bb_sha} {libaio_key} {}",
+            sha256_bytes(fio_key.as_bytes())
+        )
+        .as_bytes(),
+    );
     let dir = root.join("target/bufaio");
     let image = dir.join(format!("rootfs-{}.img", &key[..16]));
     let info = RootImage {
@@ -132,6 +143,17 @@ pub fn root_image(
     let mut size_mib = 64;
     if let Some(h) = libaio {
         copy_tree(&h.dir, &r.join(crate::peers::GUEST_DIR))?;
+        size_mib += 64;
+    }
+    if let Some(files) = &peers.fio {
+        // flat, as the bench's payload: guest-tests starts fio through the
+        // loader with --library-path /opt/fio
+        let d = r.join(crate::peers::FIO_GUEST_DIR);
+        fs::create_dir_all(&d)?;
+        for f in files {
+            let name = f.file_name().context("fio file without a name")?;
+            fs::copy(f, d.join(name)).with_context(|| format!("cannot copy {}", f.display()))?;
+        }
         size_mib += 64;
     }
     fs::write(r.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n")?;

@@ -75,6 +75,50 @@ fn ci_soak_100k_ops_per_filesystem_on_both_kernels() {
     );
 }
 
+/// Issue 14 item 1: libaio's own harness, every case, on both kernels
+/// (ext2: the whole harness takes about 80 s per kernel under TCG; ext3's
+/// quick subset runs in every `run`, its full figures are in the README).
+/// Waiting for events, both kernels pass every case; as shipped, both
+/// pass on ext2 (10.t's cold allocating write is reported as completing
+/// after device IO on the patched kernel, not as a fast-path loss).
+#[test]
+fn ci_libaio_harness_whole_on_ext2_both_kernels() {
+    let (code, text) = xtask(&[
+        "soak",
+        "--kernel",
+        "both",
+        "--ops",
+        "1",
+        "--filter",
+        "soak/libaio*@ext2",
+    ]);
+    assert_eq!(code, 0, "libaio harness failed");
+    let dir = artifacts(&text);
+    let s = soak_json(&dir);
+    let rows = s["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 4, "{s}");
+    for r in rows {
+        assert_eq!(r["verdict"], "pass", "{r}");
+    }
+    for k in ["unpatched", "patched"] {
+        let ktap = std::fs::read_to_string(dir.join(k).join("results.ktap")).unwrap();
+        let passed = ktap.matches("PASSED (").count();
+        // 21 cases; 6.t needs 768 MiB free (not on the 128 MiB disk),
+        // 21.t skips itself on ext2
+        assert!(
+            passed >= 19,
+            "{k}: only {passed} cases passed waiting:\n{ktap}"
+        );
+        for heavy in [11, 14, 18, 20] {
+            assert!(
+                ktap.contains(&format!("# case {heavy}: PASSED (")),
+                "{k}: case {heavy} did not run:\n{ktap}"
+            );
+        }
+        assert!(!ktap.contains("FAILED as shipped and waiting"), "{ktap}");
+    }
+}
+
 #[test]
 fn soak_finds_the_v1_defects_and_replays_them() {
     // Overlapping writes in one io_submit (v1 runs task_work newest first)

@@ -9,11 +9,11 @@ use super::Common;
 use crate::bench::{self, report, GuestOutput};
 use crate::exitcode::Outcome;
 use crate::patch::Series;
+use crate::peers::fio_files;
 use crate::pipeline::{self, BootOpts, GuestJob, KernelSel};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -85,61 +85,6 @@ pub fn parse_qd_list(s: &str) -> Result<Vec<usize>> {
         bail!("no queue depth in {s:?}");
     }
     Ok(v)
-}
-
-/// The shared libraries and the loader from `ldd` output.
-pub fn parse_ldd(text: &str) -> Vec<PathBuf> {
-    let mut v = Vec::new();
-    for l in text.lines() {
-        let l = l.trim();
-        let path = match l.split_once("=>") {
-            Some((_, rhs)) => rhs.split_whitespace().next(),
-            None => l.split_whitespace().next().filter(|p| p.starts_with('/')),
-        };
-        if let Some(p) = path.filter(|p| p.starts_with('/')) {
-            let p = PathBuf::from(p);
-            if !v.contains(&p) {
-                v.push(p);
-            }
-        }
-    }
-    v
-}
-
-/// fio, its libraries, the dynamic loader and the shm shim, to be copied
-/// flat into the payload (guest-bench starts fio through the loader with
-/// --library-path and --preload of the shim).
-fn fio_files(work: &Path) -> Result<Option<Vec<PathBuf>>> {
-    let Some(fio) = crate::fetch::which("fio") else {
-        return Ok(None);
-    };
-    // The test kernel has no SysV IPC, which fio needs for its job table.
-    let src = work.join("fio_shm_shim.c");
-    let shim = work.join("fio-shm-shim.so");
-    std::fs::create_dir_all(work)?;
-    std::fs::write(&src, include_str!("../bench/fio_shm_shim.c"))?;
-    let out = Command::new("gcc")
-        .args(["-shared", "-fPIC", "-O2", "-o"])
-        .arg(&shim)
-        .arg(&src)
-        .output()
-        .context("cannot run gcc for the fio shm shim")?;
-    if !out.status.success() {
-        bail!(
-            "compiling the fio shm shim failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let out = Command::new("ldd")
-        .arg(&fio)
-        .output()
-        .context("cannot run ldd")?;
-    if !out.status.success() {
-        return Ok(None);
-    }
-    let mut files = vec![fio, shim];
-    files.extend(parse_ldd(&String::from_utf8_lossy(&out.stdout)));
-    Ok(Some(files))
 }
 
 #[derive(Serialize)]
@@ -508,6 +453,7 @@ pub fn main(mut a: Args) -> Result<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::peers::parse_ldd;
 
     #[test]
     fn qd_lists() {
