@@ -268,6 +268,7 @@ pub const TESTS: &[TestDef] = &[
     fs_test("soak/destroy_race_bdev", soak::destroy_race_bdev).on(Device::Slow),
     fs_test("soak/libaio", peers::libaio),
     fs_test("soak/libaio_inline", peers::libaio_inline),
+    fs_test("soak/fio_verify", peers::fio_verify),
     global_test("errors/bad_fd", errors::bad_fd),
     global_test("errors/einval_opcode", errors::einval_opcode),
     global_test("errors/bad_rw_flags", errors::bad_rw_flags),

@@ -409,6 +409,207 @@ pub fn libaio_inline(ctx: &Ctx) -> TestResult {
     }
 }
 
+/// fio in the root image (host: xtask `peers::fio_files`).
+const FIO_DIR: &str = "/opt/fio";
+
+/// fio's job file for `soak/fio_verify` (issue 14 item 2): buffered
+/// libaio (`direct=0`), every written block verified with crc32c
+/// (`verify_backlog` re-reads them while the job still writes), block
+/// sizes 512 B-1 MiB unaligned included, iodepth 1-64, several jobs on one
+/// file (disjoint regions) and on separate files, `fsync_on_close`, an
+/// `O_DSYNC` job. All jobs run at once. `mib` is the size of each job.
+pub fn fio_verify_jobs(dir: &Path, mib: u64, seed: u64) -> String {
+    let d = dir.display();
+    format!(
+        "[global]
+ioengine=libaio
+direct=0
+thread
+directory={d}
+size={mib}m
+verify=crc32c
+verify_fatal=1
+verify_backlog=32
+randrepeat=0
+randseed={seed}
+group_reporting=0
+
+[randwrite-4k-qd16]
+rw=randwrite
+bs=4k
+iodepth=16
+
+[seqwrite-unaligned-512-1m-qd8]
+rw=write
+bsrange=512-1m
+bs_unaligned=1
+iodepth=8
+
+[randrw-mix-64k-qd32]
+rw=randrw
+rwmixread=50
+bs=64k
+iodepth=32
+
+[dsync-8k-qd4]
+rw=randwrite
+bs=8k
+sync=dsync
+iodepth=4
+
+[qd1-1m]
+rw=randwrite
+bs=1m
+iodepth=1
+
+[shared-file-16k-qd64]
+filename=shared.dat
+rw=randwrite
+bs=16k
+iodepth=64
+numjobs=4
+size={quarter}k
+offset_increment={quarter}k
+fsync_on_close=1
+",
+        quarter = mib * 1024 / 4
+    )
+}
+
+/// `write`/`read` `total_ios` summed over the jobs of fio's JSON output.
+fn fio_total_ios(json: &str) -> u64 {
+    json.match_indices("\"total_ios\"")
+        .filter_map(|(i, m)| {
+            let rest = json[i + m.len()..].trim_start().strip_prefix(':')?;
+            let digits: String = rest
+                .trim_start()
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            digits.parse::<u64>().ok()
+        })
+        .sum()
+}
+
+/// Jobs whose first (`read`) `total_ios` is 0: for a write-only job that
+/// means fio verified nothing.
+fn fio_unverified_jobs(json: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for chunk in json.split("\"jobname\"").skip(1) {
+        let name: String = chunk
+            .trim_start()
+            .trim_start_matches(':')
+            .trim_start()
+            .trim_start_matches('"')
+            .chars()
+            .take_while(|&c| c != '"')
+            .collect();
+        let first = chunk.find("\"total_ios\"").and_then(|i| {
+            let rest = chunk[i + 11..].trim_start().strip_prefix(':')?;
+            let digits: String = rest
+                .trim_start()
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            digits.parse::<u64>().ok()
+        });
+        if name.contains("write") && first == Some(0) {
+            out.push(name);
+        }
+    }
+    out
+}
+
+/// soak/fio_verify: fio's verify jobs on the filesystem; 0 verify errors.
+pub fn fio_verify(ctx: &Ctx) -> TestResult {
+    require(ctx)?;
+    let dir = Path::new(FIO_DIR);
+    let fio = dir.join("fio");
+    if !fio.is_file() {
+        return Err(Stop::Skip(format!(
+            "{}: not in the root image (the host has no fio: cargo xtask deps --install)",
+            fio.display()
+        )));
+    }
+    let loader = fs::read_dir(dir).ok().and_then(|rd| {
+        rd.flatten().map(|e| e.path()).find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("ld-linux"))
+        })
+    });
+    let full = full_run();
+    // 6 files of `mib` on the 128 MiB test disk
+    let mib = if full { 12 } else { 2 };
+    let text = fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let base = cmdline::parse(&text)
+        .ok()
+        .and_then(|c| c.soak.seed)
+        .unwrap_or(0xB0FA10);
+    let name = format!("soak/fio_verify@{}", ctx.fs.as_deref().unwrap_or("host"));
+    let seed = crate::fsx::instance_seed(base, &name);
+    let jobs = ctx.path("verify.fio");
+    // fio parses randseed as a signed 64-bit number
+    fs::write(&jobs, fio_verify_jobs(&ctx.dir, mib, seed >> 1))
+        .map_err(|e| format!("{}: {e}", jobs.display()))?;
+    println!("soak: test={name} base_seed={base:#x} seed={seed:#x} ops_target=- profiles=- job_mib={mib}");
+    let mut cmd = match &loader {
+        Some(l) => {
+            let mut c = Command::new(l);
+            c.arg("--library-path").arg(dir);
+            let shim = dir.join("fio-shm-shim.so");
+            if shim.is_file() {
+                c.arg("--preload").arg(shim);
+            }
+            c.arg(&fio);
+            c
+        }
+        None => Command::new(&fio),
+    };
+    cmd.arg("--output-format=json").arg(&jobs);
+    let t0 = Instant::now();
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run fio: {e}"))?;
+    let t = t0.elapsed();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let ios = fio_total_ios(&stdout);
+    println!(
+        "soak: seed={seed:#x} ops={ios} ops_per_s={:.0} elapsed_ms={}",
+        ios as f64 / t.as_secs_f64().max(0.001),
+        t.as_millis()
+    );
+    let errors: Vec<&str> = stderr
+        .lines()
+        .chain(stdout.lines())
+        .filter(|l| {
+            l.contains("verify")
+                && (l.contains("bad") || l.contains("fail") || l.contains("mismatch"))
+        })
+        .take(10)
+        .collect();
+    if !out.status.success() || !errors.is_empty() {
+        let tail: Vec<&str> = stderr.lines().rev().take(15).collect();
+        return Err(Stop::Fail(format!(
+            "fio exited {}; verify errors: {}\n{}",
+            out.status,
+            if errors.is_empty() {
+                "none reported".to_string()
+            } else {
+                errors.join("\n")
+            },
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        )));
+    }
+    if ios == 0 {
+        return Err(Stop::Fail(
+            "fio reported no IO (no total_ios in its JSON)".into(),
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -431,6 +632,17 @@ mod tests {
         );
         let e = parse_manifest("2 plain\n3 odd\n").unwrap_err();
         assert!(e.contains("cases.txt:2"), "{e}");
+    }
+
+    #[test]
+    fn fio_jobs_and_ios() {
+        let j = fio_verify_jobs(Path::new("/mnt/ext2/x"), 2, 7);
+        assert!(j.contains("directory=/mnt/ext2/x") && j.contains("verify=crc32c"));
+        assert!(j.contains("size=512k\noffset_increment=512k"), "{j}");
+        let json = r#"{"jobs":[{"read":{"total_ios" : 3},"write":{"total_ios":40}},{"write":{"total_ios":2}}]}"#;
+        assert_eq!(fio_total_ios(json), 45);
+        let json = r#"{"jobs":[{"jobname" : "randwrite-4k","read":{"total_ios":3},"write":{"total_ios":40}},{"jobname":"qd1-write","read":{"total_ios":0},"write":{"total_ios":2}},{"jobname":"randrw","read":{"total_ios":0}}]}"#;
+        assert_eq!(fio_unverified_jobs(json), ["qd1-write"]);
     }
 
     #[test]
