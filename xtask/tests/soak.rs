@@ -80,9 +80,10 @@ fn ci_soak_100k_ops_per_filesystem_on_both_kernels() {
 /// quick subset runs in every `run`, its full figures are in the README).
 /// Waiting for events, both kernels pass every case; as shipped, both
 /// pass on ext2 (10.t's cold allocating write is reported as completing
-/// after device IO on the patched kernel, not as a fast-path loss).
+/// after device IO on the patched kernel, not as a fast-path loss). fio's
+/// verify jobs at soak size on both filesystems (about 10 s each).
 #[test]
-fn ci_libaio_harness_whole_on_ext2_both_kernels() {
+fn ci_libaio_harness_whole_on_ext2_and_fio_verify_both_kernels() {
     let (code, text) = xtask(&[
         "soak",
         "--kernel",
@@ -91,14 +92,20 @@ fn ci_libaio_harness_whole_on_ext2_both_kernels() {
         "1",
         "--filter",
         "soak/libaio*@ext2",
+        "--filter",
+        "soak/fio_verify@*",
     ]);
-    assert_eq!(code, 0, "libaio harness failed");
+    assert_eq!(code, 0, "libaio harness or fio verify failed");
     let dir = artifacts(&text);
     let s = soak_json(&dir);
     let rows = s["rows"].as_array().unwrap();
-    assert_eq!(rows.len(), 4, "{s}");
+    assert_eq!(rows.len(), 8, "{s}");
     for r in rows {
         assert_eq!(r["verdict"], "pass", "{r}");
+        if r["workload"] == "soak/fio_verify" {
+            // one round of the job file at soak size: ~11,000 IOs
+            assert!(r["ops"].as_u64().unwrap() > 5000, "{r}");
+        }
     }
     for k in ["unpatched", "patched"] {
         let ktap = std::fs::read_to_string(dir.join(k).join("results.ktap")).unwrap();

@@ -531,27 +531,72 @@ pub fn fio_verify(ctx: &Ctx) -> TestResult {
             fio.display()
         )));
     }
+    let text = fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let soak = cmdline::parse(&text).map(|c| c.soak).unwrap_or_default();
+    let full = soak.ops.is_some() || soak.secs.is_some();
+    // 6 files of `mib` on the 128 MiB test disk
+    let mib = if full { 12 } else { 2 };
+    let base = soak.seed.unwrap_or(0xB0FA10);
+    let name = format!("soak/fio_verify@{}", ctx.fs.as_deref().unwrap_or("host"));
+    let seed = crate::fsx::instance_seed(base, &name);
+    println!(
+        "soak: test={name} base_seed={base:#x} seed={seed:#x} ops_target={} profiles=- job_mib={mib}",
+        soak.ops.map_or("-".to_string(), |n| n.to_string())
+    );
+    // Under `cargo xtask soak`, rounds with fresh seeds (files removed in
+    // between) until the IO count reaches --ops or --duration is over.
+    let t0 = Instant::now();
+    let mut ios = 0;
+    let mut round = 0u64;
+    loop {
+        let r = fio_round(ctx, dir, mib, seed.wrapping_add(round));
+        match r {
+            Ok(n) => ios += n,
+            Err(e) => {
+                println!("fio: round {round} failed");
+                footer_ios(seed, ios, t0.elapsed());
+                return Err(e);
+            }
+        }
+        round += 1;
+        let more = match (soak.ops, soak.secs) {
+            (_, Some(s)) => t0.elapsed() < Duration::from_secs(s),
+            (Some(n), None) => ios < n,
+            (None, None) => false,
+        };
+        if !more {
+            break;
+        }
+    }
+    footer_ios(seed, ios, t0.elapsed());
+    println!("fio: {round} rounds; every write job read its blocks back (verify ran)");
+    Ok(())
+}
+
+fn footer_ios(seed: u64, ios: u64, t: Duration) {
+    println!(
+        "soak: seed={seed:#x} ops={ios} ops_per_s={:.0} elapsed_ms={}",
+        ios as f64 / t.as_secs_f64().max(0.001),
+        t.as_millis()
+    );
+}
+
+/// One run of the job file; the IOs fio reports.
+fn fio_round(ctx: &Ctx, dir: &Path, mib: u64, seed: u64) -> Result<u64, Stop> {
+    let fio = dir.join("fio");
     let loader = fs::read_dir(dir).ok().and_then(|rd| {
         rd.flatten().map(|e| e.path()).find(|p| {
             p.file_name()
                 .is_some_and(|n| n.to_string_lossy().starts_with("ld-linux"))
         })
     });
-    let full = full_run();
-    // 6 files of `mib` on the 128 MiB test disk
-    let mib = if full { 12 } else { 2 };
-    let text = fs::read_to_string("/proc/cmdline").unwrap_or_default();
-    let base = cmdline::parse(&text)
-        .ok()
-        .and_then(|c| c.soak.seed)
-        .unwrap_or(0xB0FA10);
-    let name = format!("soak/fio_verify@{}", ctx.fs.as_deref().unwrap_or("host"));
-    let seed = crate::fsx::instance_seed(base, &name);
+    let work = ctx.path("fio");
+    let _ = fs::remove_dir_all(&work);
+    fs::create_dir_all(&work).map_err(|e| format!("mkdir {}: {e}", work.display()))?;
     let jobs = ctx.path("verify.fio");
     // fio parses randseed as a signed 64-bit number
-    fs::write(&jobs, fio_verify_jobs(&ctx.dir, mib, seed >> 1))
+    fs::write(&jobs, fio_verify_jobs(&work, mib, seed >> 1))
         .map_err(|e| format!("{}: {e}", jobs.display()))?;
-    println!("soak: test={name} base_seed={base:#x} seed={seed:#x} ops_target=- profiles=- job_mib={mib}");
     let mut cmd = match &loader {
         Some(l) => {
             let mut c = Command::new(l);
@@ -566,20 +611,12 @@ pub fn fio_verify(ctx: &Ctx) -> TestResult {
         None => Command::new(&fio),
     };
     cmd.arg("--output-format=json").arg(&jobs);
-    let t0 = Instant::now();
     let out = cmd
         .stdin(Stdio::null())
         .output()
         .map_err(|e| format!("cannot run fio: {e}"))?;
-    let t = t0.elapsed();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let ios = fio_total_ios(&stdout);
-    println!(
-        "soak: seed={seed:#x} ops={ios} ops_per_s={:.0} elapsed_ms={}",
-        ios as f64 / t.as_secs_f64().max(0.001),
-        t.as_millis()
-    );
     let errors: Vec<&str> = stderr
         .lines()
         .chain(stdout.lines())
@@ -602,12 +639,20 @@ pub fn fio_verify(ctx: &Ctx) -> TestResult {
             tail.into_iter().rev().collect::<Vec<_>>().join("\n")
         )));
     }
+    let ios = fio_total_ios(&stdout);
     if ios == 0 {
         return Err(Stop::Fail(
             "fio reported no IO (no total_ios in its JSON)".into(),
         ));
     }
-    Ok(())
+    let unverified = fio_unverified_jobs(&stdout);
+    if !unverified.is_empty() {
+        return Err(Stop::Fail(format!(
+            "write jobs {unverified:?} read nothing back: fio verified nothing"
+        )));
+    }
+    let _ = fs::remove_dir_all(&work);
+    Ok(ios)
 }
 
 #[cfg(test)]
