@@ -127,6 +127,12 @@ pub const DEPS: &[Dep] = &[
         why: "static libaio for libaio's own test harness (soak/libaio*)",
     },
     Dep {
+        package: "stress-ng",
+        probe: Probe::Exe("stress-ng"),
+        required: false,
+        why: "soak/stress_ng_aio: its aio and aiol stressors (copied into the guest with its libraries)",
+    },
+    Dep {
         package: "ccache",
         probe: Probe::Exe("ccache"),
         required: false,

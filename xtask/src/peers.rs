@@ -36,6 +36,63 @@ pub struct Peers {
     pub libaio: Option<LibaioHarness>,
     /// fio, its libraries, the loader and the shm shim (flat).
     pub fio: Option<Vec<PathBuf>>,
+    /// stress-ng, its libraries and the loader (flat).
+    pub stress_ng: Option<Vec<PathBuf>>,
+}
+
+/// Where stress-ng is in the guest's root image (soak/stress_ng_aio).
+pub const STRESS_NG_GUEST_DIR: &str = "opt/stress-ng";
+
+/// stress-ng's bundle plus `buffered-shim.so`, a preload that clears
+/// O_DIRECT in open() so its aiol stressor does buffered IO
+/// (`peers_c/buffered_shim.c`). None without stress-ng on the host.
+pub fn stress_ng_files(work: &Path) -> Result<Option<Vec<PathBuf>>> {
+    let Some(mut files) = bundle("stress-ng")? else {
+        return Ok(None);
+    };
+    fs::create_dir_all(work)?;
+    let src = work.join("buffered_shim.c");
+    let shim = work.join("buffered-shim.so");
+    fs::write(&src, include_str!("peers_c/buffered_shim.c"))?;
+    let out = Command::new("gcc")
+        .args(["-shared", "-fPIC", "-O2", "-Wall", "-o"])
+        .arg(&shim)
+        .arg(&src)
+        .arg("-ldl")
+        .output()
+        .context("cannot run gcc for the O_DIRECT-clearing shim")?;
+    if !out.status.success() {
+        bail!(
+            "compiling {}: {}",
+            src.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    files.push(shim);
+    Ok(Some(files))
+}
+
+/// A dynamic host binary with what `ldd` lists (libraries and the loader),
+/// to be copied flat into the guest and started through the loader with
+/// `--library-path`. None when `exe` is not on the PATH.
+pub fn bundle(exe: &str) -> Result<Option<Vec<PathBuf>>> {
+    let Some(bin) = crate::fetch::which(exe) else {
+        return Ok(None);
+    };
+    let out = Command::new("ldd")
+        .arg(&bin)
+        .output()
+        .context("cannot run ldd")?;
+    if !out.status.success() {
+        bail!(
+            "ldd {}: {}",
+            bin.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let mut files = vec![bin];
+    files.extend(parse_ldd(&String::from_utf8_lossy(&out.stdout)));
+    Ok(Some(files))
 }
 
 /// Where fio is in the guest's root image (soak/fio_verify).

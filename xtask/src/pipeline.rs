@@ -231,7 +231,26 @@ pub fn guest_image(ctx: &Ctx) -> Result<RootImage> {
             None
         }
     };
-    let peers = crate::peers::Peers { libaio, fio };
+    let stress_ng = match crate::peers::stress_ng_files(
+        &ctx.root.join("target/bufaio/stress-ng-shim"),
+    ) {
+        Ok(Some(files)) => Some(files),
+        Ok(None) => {
+            ctx.ui.warn("stress-ng not found on the host, soak/stress_ng_aio will SKIP (cargo xtask deps --install)");
+            None
+        }
+        Err(e) => {
+            ctx.ui.warn(format!(
+                "stress-ng unavailable, soak/stress_ng_aio will SKIP: {e:#}"
+            ));
+            None
+        }
+    };
+    let peers = crate::peers::Peers {
+        libaio,
+        fio,
+        stress_ng,
+    };
     rootfs::root_image(&ctx.root, &bin, &peers, &ctx.ui)
 }
 

@@ -86,7 +86,7 @@ pub fn root_image(
     };
     let libaio_key = libaio.map(|h| h.key.as_str()).unwrap_or("-");
     let mut fio_key = String::new();
-    for f in peers.fio.iter().flatten() {
+    for f in peers.fio.iter().chain(peers.stress_ng.iter()).flatten() {
         fio_key.push_str(&sha256_file(f)?);
     }
     let key = sha256_bytes(
@@ -145,13 +145,17 @@ pub fn root_image(
         copy_tree(&h.dir, &r.join(crate::peers::GUEST_DIR))?;
         size_mib += 64;
     }
-    if let Some(files) = &peers.fio {
-        // flat, as the bench's payload: guest-tests starts fio through the
-        // loader with --library-path /opt/fio
-        let d = r.join(crate::peers::FIO_GUEST_DIR);
+    // flat, as the bench's payload: guest-tests starts them through the
+    // loader with --library-path /opt/<name>
+    for (files, dir) in [
+        (&peers.fio, crate::peers::FIO_GUEST_DIR),
+        (&peers.stress_ng, crate::peers::STRESS_NG_GUEST_DIR),
+    ] {
+        let Some(files) = files else { continue };
+        let d = r.join(dir);
         fs::create_dir_all(&d)?;
         for f in files {
-            let name = f.file_name().context("fio file without a name")?;
+            let name = f.file_name().context("bundled file without a name")?;
             fs::copy(f, d.join(name)).with_context(|| format!("cannot copy {}", f.display()))?;
         }
         size_mib += 64;

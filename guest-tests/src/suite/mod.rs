@@ -269,6 +269,7 @@ pub const TESTS: &[TestDef] = &[
     fs_test("soak/libaio", peers::libaio),
     fs_test("soak/libaio_inline", peers::libaio_inline),
     fs_test("soak/fio_verify", peers::fio_verify),
+    fs_test("soak/stress_ng_aio", peers::stress_ng_aio),
     global_test("errors/bad_fd", errors::bad_fd),
     global_test("errors/einval_opcode", errors::einval_opcode),
     global_test("errors/bad_rw_flags", errors::bad_rw_flags),

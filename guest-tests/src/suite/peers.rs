@@ -655,6 +655,198 @@ fn fio_round(ctx: &Ctx, dir: &Path, mib: u64, seed: u64) -> Result<u64, Stop> {
     Ok(ios)
 }
 
+/// Free space below which soak/stress_ng_aio stops stress-ng (a round of
+/// its 4 workers writes 4 x 64 x 4 KiB).
+const STRESS_NG_MIN_FREE: u64 = 16 << 20;
+
+/// stress-ng in the root image (host: xtask `peers::bundle`).
+const STRESS_NG_DIR: &str = "/opt/stress-ng";
+
+/// `bogo ops` of every stressor in stress-ng's `--metrics-brief` lines
+/// (`stress-ng: metrc: [pid] aiol  14419  3.11 ...`), by stressor.
+fn stress_ng_bogo_ops(text: &str) -> Vec<(String, u64)> {
+    text.lines()
+        .filter_map(|l| {
+            let rest = l.split("metrc:").nth(1)?;
+            let mut w = rest.split_whitespace().skip(1);
+            let name = w.next()?;
+            let ops = w.next()?.parse().ok()?;
+            Some((name.to_string(), ops))
+        })
+        .collect()
+}
+
+/// soak/stress_ng_aio: stress-ng's `aio` (POSIX AIO, glibc's threads
+/// doing buffered pread/pwrite) and `aiol` (Linux native AIO:
+/// io_submit of buffered reads and writes, the series' path) stressors,
+/// two instances each, `--verify` on, in a directory of the filesystem,
+/// with O_DIRECT cleared by a preload shim (aiol asks for it). A data
+/// mismatch (`unexpected data mismatch`, which stress-ng itself only logs)
+/// fails the test. 3 s in `run`; under `cargo xtask soak`, `--duration` or 60 s.
+pub fn stress_ng_aio(ctx: &Ctx) -> TestResult {
+    require(ctx)?;
+    let dir = Path::new(STRESS_NG_DIR);
+    let bin = dir.join("stress-ng");
+    if !bin.is_file() {
+        return Err(Stop::Skip(format!(
+            "{}: not in the root image (the host has no stress-ng: cargo xtask deps --install)",
+            bin.display()
+        )));
+    }
+    let loader = fs::read_dir(dir)
+        .ok()
+        .and_then(|rd| {
+            rd.flatten().map(|e| e.path()).find(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("ld-linux"))
+            })
+        })
+        .ok_or("no ld-linux loader next to stress-ng")?;
+    let text = fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let soak = cmdline::parse(&text).map(|c| c.soak).unwrap_or_default();
+    let secs = match (soak.secs, soak.ops) {
+        (Some(s), _) => s,
+        (None, Some(_)) => 60,
+        (None, None) => 3,
+    };
+    let name = format!("soak/stress_ng_aio@{}", ctx.fs.as_deref().unwrap_or("host"));
+    println!("soak: test={name} seed=- ops_target=- profiles=- secs={secs}");
+    let work = ctx.path("stress");
+    fs::create_dir_all(&work).map_err(|e| format!("mkdir {}: {e}", work.display()))?;
+    // aiol opens its file O_DIRECT (ext2/ext3 accept it): the host's shim
+    // clears O_DIRECT so the stressor takes the buffered path.
+    let shim = dir.join("buffered-shim.so");
+    if !shim.is_file() {
+        return Err(Stop::Fail(format!(
+            "{}: missing: aiol would run O_DIRECT, not buffered",
+            shim.display()
+        )));
+    }
+    // Rounds (each one new stress-ng, its files removed at its exit) until
+    // `secs` are spent: a round ends early when the filesystem nears full.
+    let t_all = Instant::now();
+    let mut ops: Vec<(String, u64)> = Vec::new();
+    let mut rounds = 0;
+    loop {
+        let left = Duration::from_secs(secs).saturating_sub(t_all.elapsed());
+        let round_secs = left.as_secs().max(1);
+        let mut cmd = Command::new(&loader);
+        cmd.arg("--library-path")
+            .arg(dir)
+            .arg("--preload")
+            .arg(&shim)
+            .arg(&bin)
+            .args([
+                "--aio",
+                "2",
+                "--aio-requests",
+                "16",
+                "--aiol",
+                "2",
+                "--aiol-requests",
+                "64",
+            ])
+            .args(["--verify", "--metrics-brief", "--timeout"])
+            .arg(format!("{round_secs}s"))
+            .arg("--temp-path")
+            .arg(&work)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        // aiol writes 64 blocks at a random offset below 256 MiB per round and
+        // checks what it reads back without looking at the writes' results:
+        // once the filesystem is full, an ENOSPC write reads back as a hole
+        // and stress-ng logs a false "data mismatch". Stop it (SIGINT: it
+        // stops and prints its metrics) before the space runs out.
+        let t0 = Instant::now();
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot run stress-ng: {e}"))?;
+        let pid = child.id() as libc::pid_t;
+        let dirfd = fs::File::open(&work).map_err(|e| format!("{}: {e}", work.display()))?;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let watcher = {
+            let stop = std::sync::Arc::clone(&stop);
+            std::thread::spawn(move || -> Option<u64> {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if let Ok((bsize, bfree, _)) = sys::fstatvfs(&dirfd) {
+                        if bsize * bfree < STRESS_NG_MIN_FREE {
+                            // SAFETY: kill(2) on our own child.
+                            unsafe { libc::kill(pid, libc::SIGINT) };
+                            return Some(bsize * bfree);
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                None
+            })
+        };
+        let out = child.wait_with_output();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let stopped_full = watcher.join().unwrap_or(None);
+        let out = out.map_err(|e| format!("stress-ng: {e}"))?;
+        let t = t0.elapsed();
+        if let Some(free) = stopped_full {
+            println!(
+                "stress-ng: stopped after {:.1} s with {} KiB free (before ENOSPC)",
+                t.as_secs_f64(),
+                free >> 10
+            );
+        }
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        rounds += 1;
+        let round_ops = stress_ng_bogo_ops(&all);
+        let bad: Vec<&str> = all
+            .lines()
+            .filter(|l| l.contains("fail:") || l.contains("error:") || l.contains("unexpected"))
+            .take(12)
+            .collect();
+        if !out.status.success() || !bad.is_empty() {
+            return Err(Stop::Fail(format!(
+                "stress-ng round {rounds} exited {}:\n{}",
+                out.status,
+                if bad.is_empty() {
+                    all.lines().rev().take(12).collect::<Vec<_>>().join("\n")
+                } else {
+                    bad.join("\n")
+                }
+            )));
+        }
+        for want in ["aio", "aiol"] {
+            if !round_ops.iter().any(|(k, n)| k == want && *n > 0) {
+                return Err(Stop::Fail(format!(
+                    "stress-ng round {rounds} reported no {want} bogo ops:\n{all}"
+                )));
+            }
+        }
+        for (k, n) in round_ops {
+            match ops.iter_mut().find(|(q, _)| *q == k) {
+                Some(e) => e.1 += n,
+                None => ops.push((k, n)),
+            }
+        }
+        if t_all.elapsed() + Duration::from_secs(1) >= Duration::from_secs(secs) {
+            break;
+        }
+    }
+    let t = t_all.elapsed();
+    let total: u64 = ops.iter().map(|(_, n)| n).sum();
+    for (k, n) in &ops {
+        println!("stress-ng: {k}: {n} bogo ops");
+    }
+    println!("stress-ng: {rounds} rounds");
+    println!(
+        "soak: seed=- ops={total} ops_per_s={:.0} elapsed_ms={}",
+        total as f64 / t.as_secs_f64().max(0.001),
+        t.as_millis()
+    );
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -688,6 +880,15 @@ mod tests {
         assert_eq!(fio_total_ios(json), 45);
         let json = r#"{"jobs":[{"jobname" : "randwrite-4k","read":{"total_ios":3},"write":{"total_ios":40}},{"jobname":"qd1-write","read":{"total_ios":0},"write":{"total_ios":2}},{"jobname":"randrw","read":{"total_ios":0}}]}"#;
         assert_eq!(fio_unverified_jobs(json), ["qd1-write"]);
+    }
+
+    #[test]
+    fn stress_ng_metrics() {
+        let t = "stress-ng: metrc: [11949] stressor       bogo ops real time  usr time\nstress-ng: metrc: [11949]                           (secs)    (secs)\nstress-ng: metrc: [11949] aiol              14419      3.11      0.49\nstress-ng: metrc: [11931] aio              155236      3.00      0.14\n";
+        assert_eq!(
+            stress_ng_bogo_ops(t),
+            [("aiol".to_string(), 14419), ("aio".to_string(), 155236)]
+        );
     }
 
     #[test]
