@@ -520,17 +520,47 @@ fn fio_unverified_jobs(json: &str) -> Vec<String> {
     out
 }
 
+/// A dynamic host binary the host copied flat into the root image with its
+/// libraries and the loader (xtask `peers::bundle`): SKIP when absent.
+fn bundled(dir: &Path, exe: &str) -> Result<PathBuf, Stop> {
+    let bin = dir.join(exe);
+    if !bin.is_file() {
+        return Err(Stop::Skip(format!(
+            "{}: not in the root image (the host has no {exe}: cargo xtask deps --install)",
+            bin.display()
+        )));
+    }
+    Ok(bin)
+}
+
+/// `bin` started through the loader next to it (`--library-path` the
+/// bundle, `--preload` a shim of the bundle's), or directly without one.
+fn bundled_command(bin: &Path, preload: Option<&Path>) -> Command {
+    let dir = bin.parent().unwrap_or(Path::new("/"));
+    let loader = fs::read_dir(dir).ok().and_then(|rd| {
+        rd.flatten().map(|e| e.path()).find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("ld-linux"))
+        })
+    });
+    match loader {
+        Some(l) => {
+            let mut c = Command::new(l);
+            c.arg("--library-path").arg(dir);
+            if let Some(p) = preload.filter(|p| p.is_file()) {
+                c.arg("--preload").arg(p);
+            }
+            c.arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    }
+}
+
 /// soak/fio_verify: fio's verify jobs on the filesystem; 0 verify errors.
 pub fn fio_verify(ctx: &Ctx) -> TestResult {
     require(ctx)?;
-    let dir = Path::new(FIO_DIR);
-    let fio = dir.join("fio");
-    if !fio.is_file() {
-        return Err(Stop::Skip(format!(
-            "{}: not in the root image (the host has no fio: cargo xtask deps --install)",
-            fio.display()
-        )));
-    }
+    let fio = bundled(Path::new(FIO_DIR), "fio")?;
     let text = fs::read_to_string("/proc/cmdline").unwrap_or_default();
     let soak = cmdline::parse(&text).map(|c| c.soak).unwrap_or_default();
     let full = soak.ops.is_some() || soak.secs.is_some();
@@ -549,7 +579,7 @@ pub fn fio_verify(ctx: &Ctx) -> TestResult {
     let mut ios = 0;
     let mut round = 0u64;
     loop {
-        let r = fio_round(ctx, dir, mib, seed.wrapping_add(round));
+        let r = fio_round(ctx, &fio, mib, seed.wrapping_add(round));
         match r {
             Ok(n) => ios += n,
             Err(e) => {
@@ -582,14 +612,7 @@ fn footer_ios(seed: u64, ios: u64, t: Duration) {
 }
 
 /// One run of the job file; the IOs fio reports.
-fn fio_round(ctx: &Ctx, dir: &Path, mib: u64, seed: u64) -> Result<u64, Stop> {
-    let fio = dir.join("fio");
-    let loader = fs::read_dir(dir).ok().and_then(|rd| {
-        rd.flatten().map(|e| e.path()).find(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("ld-linux"))
-        })
-    });
+fn fio_round(ctx: &Ctx, fio: &Path, mib: u64, seed: u64) -> Result<u64, Stop> {
     let work = ctx.path("fio");
     let _ = fs::remove_dir_all(&work);
     fs::create_dir_all(&work).map_err(|e| format!("mkdir {}: {e}", work.display()))?;
@@ -597,19 +620,10 @@ fn fio_round(ctx: &Ctx, dir: &Path, mib: u64, seed: u64) -> Result<u64, Stop> {
     // fio parses randseed as a signed 64-bit number
     fs::write(&jobs, fio_verify_jobs(&work, mib, seed >> 1))
         .map_err(|e| format!("{}: {e}", jobs.display()))?;
-    let mut cmd = match &loader {
-        Some(l) => {
-            let mut c = Command::new(l);
-            c.arg("--library-path").arg(dir);
-            let shim = dir.join("fio-shm-shim.so");
-            if shim.is_file() {
-                c.arg("--preload").arg(shim);
-            }
-            c.arg(&fio);
-            c
-        }
-        None => Command::new(&fio),
-    };
+    // No SysV IPC in the test kernel: fio's job table goes to anonymous
+    // shared memory instead (xtask/src/bench/fio_shm_shim.c).
+    let shim = Path::new(FIO_DIR).join("fio-shm-shim.so");
+    let mut cmd = bundled_command(fio, Some(&shim));
     cmd.arg("--output-format=json").arg(&jobs);
     let out = cmd
         .stdin(Stdio::null())
@@ -686,22 +700,7 @@ fn stress_ng_bogo_ops(text: &str) -> Vec<(String, u64)> {
 pub fn stress_ng_aio(ctx: &Ctx) -> TestResult {
     require(ctx)?;
     let dir = Path::new(STRESS_NG_DIR);
-    let bin = dir.join("stress-ng");
-    if !bin.is_file() {
-        return Err(Stop::Skip(format!(
-            "{}: not in the root image (the host has no stress-ng: cargo xtask deps --install)",
-            bin.display()
-        )));
-    }
-    let loader = fs::read_dir(dir)
-        .ok()
-        .and_then(|rd| {
-            rd.flatten().map(|e| e.path()).find(|p| {
-                p.file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with("ld-linux"))
-            })
-        })
-        .ok_or("no ld-linux loader next to stress-ng")?;
+    let bin = bundled(dir, "stress-ng")?;
     let text = fs::read_to_string("/proc/cmdline").unwrap_or_default();
     let soak = cmdline::parse(&text).map(|c| c.soak).unwrap_or_default();
     let secs = match (soak.secs, soak.ops) {
@@ -730,29 +729,24 @@ pub fn stress_ng_aio(ctx: &Ctx) -> TestResult {
     loop {
         let left = Duration::from_secs(secs).saturating_sub(t_all.elapsed());
         let round_secs = left.as_secs().max(1);
-        let mut cmd = Command::new(&loader);
-        cmd.arg("--library-path")
-            .arg(dir)
-            .arg("--preload")
-            .arg(&shim)
-            .arg(&bin)
-            .args([
-                "--aio",
-                "2",
-                "--aio-requests",
-                "16",
-                "--aiol",
-                "2",
-                "--aiol-requests",
-                "64",
-            ])
-            .args(["--verify", "--metrics-brief", "--timeout"])
-            .arg(format!("{round_secs}s"))
-            .arg("--temp-path")
-            .arg(&work)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        let mut cmd = bundled_command(&bin, Some(&shim));
+        cmd.args([
+            "--aio",
+            "2",
+            "--aio-requests",
+            "16",
+            "--aiol",
+            "2",
+            "--aiol-requests",
+            "64",
+        ])
+        .args(["--verify", "--metrics-brief", "--timeout"])
+        .arg(format!("{round_secs}s"))
+        .arg("--temp-path")
+        .arg(&work)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
         // aiol writes 64 blocks at a random offset below 256 MiB per round and
         // checks what it reads back without looking at the writes' results:
         // once the filesystem is full, an ENOSPC write reads back as a hole
