@@ -476,18 +476,25 @@ fsync_on_close=1
     )
 }
 
+/// The unsigned number after `"total_ios"` at the start of `s` (JSON
+/// `: 123`), if there is one.
+fn total_ios_value(s: &str) -> Option<u64> {
+    let rest = s
+        .strip_prefix("\"total_ios\"")?
+        .trim_start()
+        .strip_prefix(':')?;
+    let digits: String = rest
+        .trim_start()
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
 /// `write`/`read` `total_ios` summed over the jobs of fio's JSON output.
 fn fio_total_ios(json: &str) -> u64 {
     json.match_indices("\"total_ios\"")
-        .filter_map(|(i, m)| {
-            let rest = json[i + m.len()..].trim_start().strip_prefix(':')?;
-            let digits: String = rest
-                .trim_start()
-                .chars()
-                .take_while(char::is_ascii_digit)
-                .collect();
-            digits.parse::<u64>().ok()
-        })
+        .filter_map(|(i, _)| total_ios_value(&json[i..]))
         .sum()
 }
 
@@ -504,15 +511,9 @@ fn fio_unverified_jobs(json: &str) -> Vec<String> {
             .chars()
             .take_while(|&c| c != '"')
             .collect();
-        let first = chunk.find("\"total_ios\"").and_then(|i| {
-            let rest = chunk[i + 11..].trim_start().strip_prefix(':')?;
-            let digits: String = rest
-                .trim_start()
-                .chars()
-                .take_while(char::is_ascii_digit)
-                .collect();
-            digits.parse::<u64>().ok()
-        });
+        let first = chunk
+            .find("\"total_ios\"")
+            .and_then(|i| total_ios_value(&chunk[i..]));
         if name.contains("write") && first == Some(0) {
             out.push(name);
         }
