@@ -137,6 +137,25 @@ pub fn build_kernels_with(
     Ok((src, out))
 }
 
+/// One more patched kernel with another series (e.g. `bench
+/// --also-series patches/v1/series`): fetch → patch → kconfig → build under
+/// the cache lock, as [`build_kernels`] does for the configured series.
+pub fn build_series_kernel(
+    ctx: &Ctx,
+    series: &Series,
+    flavor: &str,
+    log_dir: &Path,
+) -> Result<KernelBuild> {
+    let fragments = ctx
+        .cfg
+        .fragments(flavor)
+        .map_err(|e| crate::error::usage(format!("{e:#}")))?;
+    let _lock = ctx.cache.lock()?;
+    let src = fetch::fetch(&ctx.cfg.kernel.sources, &ctx.cache, &ctx.ui)?;
+    let tree = patch::prepare(&src, series, &ctx.cache, &ctx.ui)?;
+    build_tree(ctx, tree, Variant::Patched, &fragments, flavor, log_dir)
+}
+
 /// kconfig → build for one prepared tree (the caller holds the cache lock).
 pub fn build_tree(
     ctx: &Ctx,

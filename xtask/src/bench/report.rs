@@ -636,8 +636,101 @@ pub fn acceptance(u: &Column, p: &Column, l_us: f64, qd: usize) -> Vec<Check> {
     v
 }
 
+/// Issue 12's "no regression" targets: the patched column against each
+/// `--also-series` column `others` (QD 32 cold reads and the write
+/// workloads within 5 %), AIO reads ≥ 0.9 × the thread pool, and the warm
+/// cached read's cost within 3 % of unpatched. Ratios pair boot i of one
+/// kernel with boot i of the other (the bench interleaves the kernels).
+pub fn series_checks(cols: &[Column], others: &[String], qd: usize) -> Vec<Check> {
+    let mut v = Vec::new();
+    let Some(p) = cols.iter().find(|c| c.label == "patched") else {
+        return v;
+    };
+    let u = cols.iter().find(|c| c.label == "unpatched");
+    let paired = |a: Option<&Agg>, b: Option<&Agg>, what: &str| -> Option<(f64, String)> {
+        let (a, b) = (a?, b?);
+        let (m, lo, hi, n) = paired_ratio(a, b)?;
+        let by = if n > 1 {
+            format!(" (per boot {lo:.2}–{hi:.2}×, {n} pairs)")
+        } else {
+            String::new()
+        };
+        Some((
+            m,
+            format!(
+                "{} vs {} {what}: {m:.2}×{by}",
+                num(b.point.iops),
+                num(a.point.iops)
+            ),
+        ))
+    };
+    let wqd = write_qd(p).unwrap_or(32);
+    for fs in p.filesystems() {
+        let fs = fs.as_str();
+        for o in others {
+            let Some(oc) = cols.iter().find(|c| &c.label == o) else {
+                continue;
+            };
+            for (w, q, what) in [
+                ("rand4k", qd, "cold 4 KiB read"),
+                ("write4k", wqd, "4 KiB write"),
+                ("write4k-dsync", wqd, "O_DSYNC 4 KiB write"),
+            ] {
+                v.push(check(
+                    fs,
+                    &format!("QD{q} {what}, AIO IOPS: patched ≥ 0.95 × {o}"),
+                    paired(oc.find(fs, w, "aio", q), p.find(fs, w, "aio", q), "IOPS"),
+                    |r| r >= 0.95,
+                ));
+            }
+            let mut c = check(
+                fs,
+                &format!("QD{qd} cold read, {o}: AIO / thread pool"),
+                paired(
+                    oc.find(fs, "rand4k", "pool", qd),
+                    oc.find(fs, "rand4k", "aio", qd),
+                    "IOPS",
+                ),
+                |_| true,
+            );
+            c.pass = None;
+            c.finding = true;
+            v.push(c);
+        }
+        v.push(check(
+            fs,
+            &format!("QD{qd} cold read: patched AIO ≥ 0.9 × thread pool"),
+            paired(
+                p.find(fs, "rand4k", "pool", qd),
+                p.find(fs, "rand4k", "aio", qd),
+                "IOPS",
+            ),
+            |r| r >= 0.9,
+        ));
+        if let Some(u) = u {
+            // Cost per IO = 1 / IOPS: unpatched IOPS over patched IOPS.
+            v.push(check(
+                fs,
+                "warm 4 KiB AIO QD1 cost per IO within 3 % of unpatched",
+                paired(
+                    p.find(fs, "warm4k", "aio", 1),
+                    u.find(fs, "warm4k", "aio", 1),
+                    "IOPS (unpatched vs patched)",
+                ),
+                |r| r <= 1.03,
+            ));
+        }
+    }
+    v
+}
+
 pub fn acceptance_table(checks: &[Check], note: &str) -> String {
-    let mut s = format!("\n#### Acceptance (issue 5 targets){note}\n\n| fs | target | measured | result |\n|---|---|---|---|\n");
+    checks_table("Acceptance (issue 5 targets)", checks, note)
+}
+
+pub fn checks_table(title: &str, checks: &[Check], note: &str) -> String {
+    let mut s =
+        format!("\n#### {title}{note}\n\n| fs | target | measured | result |\n|---|---|---|---|\n");
     for c in checks {
         let _ = writeln!(
             s,
@@ -892,5 +985,35 @@ mod tests {
             t.contains("| unpatched | ext3 | 32 | 630 | 600 | 1.05 |"),
             "{t}"
         );
+    }
+
+    #[test]
+    fn series_comparison_against_another_series() {
+        let cols = [
+            col("unpatched", 600.0, 2000.0),
+            col("patched", 7000.0, 20.0),
+            col("v1", 8000.0, 20.0),
+        ];
+        let v = series_checks(&cols, &["v1".to_string()], 32);
+        let find = |t: &str| {
+            v.iter()
+                .find(|c| c.target.contains(t))
+                .unwrap_or_else(|| panic!("no check {t:?} in {v:?}"))
+        };
+        let r = find("cold 4 KiB read, AIO IOPS: patched ≥ 0.95 × v1");
+        assert_eq!(r.pass, Some(false), "{r:?}");
+        assert!(r.measured.contains("7000 vs 8000 IOPS: 0.88×"), "{r:?}");
+        assert!(r.measured.contains("3 pairs"), "{r:?}");
+        // No write points in these columns: reported, not judged.
+        let w = find("QD32 4 KiB write, AIO IOPS");
+        assert_eq!((w.pass, w.measured.as_str()), (None, "not measured"));
+        let f = find("v1: AIO / thread pool");
+        assert!(f.finding && f.measured.contains("1.00×"), "{f:?}");
+        assert_eq!(find("patched AIO ≥ 0.9 × thread pool").pass, Some(false));
+        assert_eq!(find("within 3 % of unpatched").pass, Some(true));
+        let t = checks_table("Series comparison (issue 12 targets)", &v, "");
+        assert!(t.contains("| ext3 | QD32 cold 4 KiB read, AIO IOPS: patched ≥ 0.95 × v1 | 7000 vs 8000 IOPS: 0.88× (per boot 0.88–0.88×, 3 pairs) | MISS |"), "{t}");
+        // Without a patched column there is nothing to compare.
+        assert!(series_checks(&cols[..1], &["v1".to_string()], 32).is_empty());
     }
 }

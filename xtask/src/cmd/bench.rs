@@ -57,6 +57,12 @@ pub struct Args {
     /// Which kernels (default both).
     #[arg(long, value_enum, default_value = "both")]
     pub kernel: KernelSel,
+    /// Another series to build and boot as one more patched kernel, interleaved
+    /// with the others (e.g. `patches/v1/series`, labelled `v1`: the series
+    /// file's directory, or its name when that is not `series`). Repeatable.
+    /// Adds the series-comparison table (issue 12's regression targets).
+    #[arg(long = "also-series", value_name = "FILE")]
+    pub also_series: Vec<PathBuf>,
     /// Extra arguments for guest-bench (e.g. `--guest-arg=--engines=aio`). Repeatable.
     #[arg(long = "guest-arg", allow_hyphen_values = true)]
     pub guest_args: Vec<String>,
@@ -66,6 +72,45 @@ pub struct Args {
 /// guest suite).
 fn build_guest_bench(root: &Path, ui: &crate::ui::Ui) -> Result<PathBuf> {
     crate::rootfs::build_static(root, "guest-bench", ui)
+}
+
+/// The column label of an `--also-series` file: `patches/v1/series` → `v1`,
+/// `old.series` → `old`. Refuses labels the bench uses for its own kernels.
+pub fn series_label(file: &Path, taken: &[String]) -> Result<String> {
+    let name = file.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let label = if name == "series" {
+        file.parent()
+            .and_then(|p| p.file_name())
+            .and_then(|n| n.to_str())
+            .unwrap_or("")
+    } else {
+        file.file_stem().and_then(|n| n.to_str()).unwrap_or("")
+    };
+    let label: String = label
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if label.is_empty() {
+        return Err(crate::error::usage(format!(
+            "--also-series {}: cannot name a column after this path",
+            file.display()
+        )));
+    }
+    if ["patched", "unpatched", "prebuilt", "partial"].contains(&label.as_str())
+        || taken.contains(&label)
+    {
+        return Err(crate::error::usage(format!(
+            "--also-series {}: its column would be called {label:?}, which is taken (rename its directory or file)",
+            file.display()
+        )));
+    }
+    Ok(label)
 }
 
 /// A comma-separated list of queue depths (each ≥ 1), as guest-bench takes it.
@@ -119,6 +164,9 @@ struct BenchJson<'a> {
     fio: &'a [report::FioRow],
     acceptance_qd: usize,
     acceptance: &'a [report::Check],
+    /// `--also-series` columns: label → series file, and issue 12's checks.
+    also_series: Vec<(String, PathBuf)>,
+    series_checks: &'a [report::Check],
     plots: Vec<String>,
 }
 
@@ -144,7 +192,49 @@ pub fn main(mut a: Args) -> Result<i32> {
     let series = Series::load(&ctx.cfg.series)?;
     let (run_id, dir) = pipeline::new_run_dir(&ctx.root, "bench")?;
     ctx.ui.info(format!("bench {run_id}: {}", dir.display()));
-    let (src, builds) = pipeline::build_kernels(&ctx, &series, a.kernel, &a.common.flavor, &dir)?;
+    // Loaded and named before any build, so a bad file is refused at once.
+    let mut also: Vec<(String, Series)> = Vec::new();
+    for f in &a.also_series {
+        let taken: Vec<String> = also.iter().map(|(l, _)| l.clone()).collect();
+        let label = series_label(f, &taken)?;
+        let s = Series::load(f)?;
+        if s.patches.is_empty() {
+            return Err(crate::error::usage(format!(
+                "--also-series {}: the series is empty (that is the unpatched kernel)",
+                f.display()
+            )));
+        }
+        also.push((label, s));
+    }
+    let (src, mut builds) =
+        pipeline::build_kernels(&ctx, &series, a.kernel, &a.common.flavor, &dir)?;
+    let mut labels: Vec<String> = builds
+        .iter()
+        .map(|kb| {
+            kb.variants
+                .iter()
+                .map(|v| v.name())
+                .collect::<Vec<_>>()
+                .join("+")
+        })
+        .collect();
+    for (label, s) in &also {
+        let kb = pipeline::build_series_kernel(&ctx, s, &a.common.flavor, &dir)?;
+        if let Some(i) = builds.iter().position(|b| b.tree.key == kb.tree.key) {
+            return Err(crate::error::usage(format!(
+                "--also-series {}: the same patches as the {} kernel",
+                s.file.display(),
+                labels[i]
+            )));
+        }
+        ctx.ui.info(format!(
+            "bench: column {label} = {} ({} patches)",
+            s.file.display(),
+            s.patches.len()
+        ));
+        builds.push(kb);
+        labels.push(label.clone());
+    }
     let bench_bin = build_guest_bench(&ctx.root, &ctx.ui)?;
     let root = pipeline::guest_image(&ctx)?;
     let accel = pipeline::accel(&ctx, ctx.cfg.qemu.accel, &builds[0], &root)?;
@@ -209,13 +299,8 @@ pub fn main(mut a: Args) -> Result<i32> {
     let mut results = Vec::new();
     let mut worst = Outcome::Pass;
     for rep in 0..a.repeat.max(1) {
-        for kb in &builds {
-            let label = kb
-                .variants
-                .iter()
-                .map(|v| v.name())
-                .collect::<Vec<_>>()
-                .join("+");
+        for (kb, label) in builds.iter().zip(&labels) {
+            let label = label.clone();
             let sub = if a.repeat > 1 {
                 dir.join(&label).join(format!("rep-{rep}"))
             } else {
@@ -328,7 +413,14 @@ pub fn main(mut a: Args) -> Result<i32> {
         _ => (vec![], String::new()),
     };
     let fio_rows = report::fio_rows(&columns);
-    let plots = bench::plot::write_all(&dir, &columns, qd, l_us)?;
+    // The plots tell two kernels apart (thin/thick): the first two columns.
+    let plots = bench::plot::write_all(&dir, &columns[..columns.len().min(2)], qd, l_us)?;
+    let others: Vec<String> = also.iter().map(|(l, _)| l.clone()).collect();
+    let series_checks = if others.is_empty() {
+        Vec::new()
+    } else {
+        report::series_checks(&columns, &others, qd)
+    };
     let shared = builds.iter().any(|b| b.variants.len() > 1);
     let mut md = format!(
         "### bufaio bench {run_id}\n\n{} accel ({}), {} vCPU, {} MiB; slow device null_blk L = {}; {} cold reads per point, {} MiB file, {} warm reads, {} buffered writes per point (QD {}); repeats {}; kernels: {}{}\n",
@@ -394,6 +486,20 @@ pub fn main(mut a: Args) -> Result<i32> {
         a.repeat.max(1)
     );
     md.push_str(&report::acceptance_table(&checks, &note));
+    if !series_checks.is_empty() {
+        md.push_str(&report::checks_table(
+            "Series comparison (issue 12 targets)",
+            &series_checks,
+            &format!(
+                " — patched = {}, against {}; ratios pair the boots of one repeat",
+                series.file.display(),
+                also.iter()
+                    .map(|(l, s)| format!("{l} = {}", s.file.display()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ));
+    }
     std::fs::write(dir.join("bench.md"), &md)?;
     let j = BenchJson {
         bufaio_bench: 1,
@@ -412,6 +518,11 @@ pub fn main(mut a: Args) -> Result<i32> {
         fio: &fio_rows,
         acceptance_qd: qd,
         acceptance: &checks,
+        also_series: also
+            .iter()
+            .map(|(l, s)| (l.clone(), s.file.clone()))
+            .collect(),
+        series_checks: &series_checks,
         plots: plots.iter().map(|p| p.display().to_string()).collect(),
     };
     std::fs::write(dir.join("bench.json"), serde_json::to_string_pretty(&j)?)?;
@@ -464,6 +575,23 @@ mod tests {
         }
         let e = format!("{:#}", parse_qd_list("1,x").unwrap_err());
         assert!(e.contains("\"x\""), "{e}");
+    }
+
+    #[test]
+    fn also_series_labels() {
+        let l = |p: &str, taken: &[&str]| {
+            let t: Vec<String> = taken.iter().map(|s| s.to_string()).collect();
+            series_label(Path::new(p), &t).map_err(|e| format!("{e:#}"))
+        };
+        assert_eq!(l("patches/v1/series", &[]).unwrap(), "v1");
+        assert_eq!(l("/x/old.series", &[]).unwrap(), "old");
+        assert_eq!(l("my series/series", &[]).unwrap(), "my_series");
+        assert_eq!(l("patches/series", &[]).unwrap(), "patches");
+        assert!(l("/", &[]).unwrap_err().contains("cannot name a column"));
+        let e = l("x/patched/series", &[]).unwrap_err();
+        assert!(e.contains("x/patched/series") && e.contains("taken"), "{e}");
+        let e = l("a/v1/series", &["v1"]).unwrap_err();
+        assert!(e.contains("\"v1\""), "{e}");
     }
 
     #[test]
