@@ -20,6 +20,7 @@ mod read;
 mod reap;
 pub(crate) mod soak;
 mod teardown;
+mod truncate_race;
 mod write;
 mod write_async;
 mod write_data;
@@ -266,6 +267,7 @@ pub const TESTS: &[TestDef] = &[
     fs_test("soak/fsx_pressure", soak::fsx_pressure).on(Device::Slow),
     fs_test("soak/destroy_race", soak::destroy_race).on(Device::Slow),
     fs_test("soak/destroy_race_bdev", soak::destroy_race_bdev).on(Device::Slow),
+    fs_test("soak/truncate_race", truncate_race::truncate_race).on(Device::Slow),
     fs_test("soak/libaio", peers::libaio),
     fs_test("soak/libaio_inline", peers::libaio_inline),
     fs_test("soak/fio_verify", peers::fio_verify),

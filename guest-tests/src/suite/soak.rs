@@ -22,7 +22,7 @@ use crate::sys;
 
 /// Default seed when the command line gives none (a run is reproducible
 /// by default; `cargo xtask soak` picks a fresh one unless `--seed`).
-const DEFAULT_SEED: u64 = 0x00B0_FA10;
+pub(super) const DEFAULT_SEED: u64 = 0x00B0_FA10;
 
 /// A pressure profile (README "Soak").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,7 +83,7 @@ pub fn parse_profiles(names: &[String]) -> Result<Vec<Profile>, String> {
     Ok(out)
 }
 
-fn soak_config() -> Result<SoakConfig, Stop> {
+pub(super) fn soak_config() -> Result<SoakConfig, Stop> {
     let text = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     // In host mode /proc/cmdline is the host's: no bufaio keys, defaults.
     cmdline::parse(&text)
@@ -199,7 +199,7 @@ fn run_destroy_race(ctx: &Ctx, test: &str, blkdev: bool) -> TestResult {
 }
 
 /// The guest console, for progress lines the host turns into a bar.
-fn console(ctx: &Ctx) -> Option<File> {
+pub(super) fn console(ctx: &Ctx) -> Option<File> {
     if ctx.guest {
         std::fs::OpenOptions::new()
             .write(true)
@@ -304,7 +304,7 @@ fn run_fsx(ctx: &Ctx, test: &str, default_ops: u64, default_profiles: &[Profile]
 /// of the process sleeps, thaw the filesystem, stop the pressure children
 /// and exit: a hung submitter becomes a failure with a diagnosis, and the
 /// filesystem is not left frozen for the tests after it.
-fn start_watchdog(
+pub(super) fn start_watchdog(
     hb: Arc<Heartbeat>,
     stall: Duration,
     freeze_dir: Option<PathBuf>,
@@ -378,12 +378,12 @@ fn task_states() -> String {
 }
 
 /// The running pressure: helper processes and sysctls to restore.
-struct Pressure {
-    children: Vec<i32>,
+pub(super) struct Pressure {
+    pub(super) children: Vec<i32>,
     /// Closing it tells the children to stop (they poll the read end).
     stop_w: Option<OwnedFd>,
     restore: Vec<(PathBuf, String)>,
-    freeze_dir: Option<PathBuf>,
+    pub(super) freeze_dir: Option<PathBuf>,
     signals: bool,
 }
 
@@ -394,7 +394,7 @@ fn write_sysctl(path: &Path, value: &str) -> Result<(), String> {
 }
 
 impl Pressure {
-    fn start(ctx: &Ctx, file: &Path, profiles: &[Profile]) -> Result<Pressure, String> {
+    pub(super) fn start(ctx: &Ctx, file: &Path, profiles: &[Profile]) -> Result<Pressure, String> {
         let mut p = Pressure {
             children: Vec::new(),
             stop_w: None,
@@ -621,7 +621,7 @@ impl Pressure {
     }
 
     /// Stops the children, thaws, restores the sysctls.
-    fn stop(mut self) -> Result<(), String> {
+    pub(super) fn stop(mut self) -> Result<(), String> {
         self.cleanup()
     }
 
