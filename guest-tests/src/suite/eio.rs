@@ -171,6 +171,11 @@ impl EioDev {
         Ok((d, fstype, copied))
     }
 
+    /// Its configfs directory (`badblocks`, `power`, ...).
+    pub(super) fn cfg(&self) -> &Path {
+        &self.cfg
+    }
+
     /// The device node, `/dev/<name>`.
     pub(super) fn dev(&self) -> &str {
         &self.dev

@@ -13,6 +13,7 @@ pub(crate) mod adversarial;
 mod basic;
 mod corrupt;
 mod eio;
+mod eio_race;
 mod errors;
 mod inflight;
 mod peers;
@@ -268,6 +269,7 @@ pub const TESTS: &[TestDef] = &[
     fs_test("soak/destroy_race", soak::destroy_race).on(Device::Slow),
     fs_test("soak/destroy_race_bdev", soak::destroy_race_bdev).on(Device::Slow),
     fs_test("soak/truncate_race", truncate_race::truncate_race).on(Device::Slow),
+    fs_test("soak/eio_race", eio_race::eio_race).on(Device::Slow),
     fs_test("soak/libaio", peers::libaio),
     fs_test("soak/libaio_inline", peers::libaio_inline),
     fs_test("soak/fio_verify", peers::fio_verify),

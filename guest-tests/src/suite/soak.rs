@@ -378,7 +378,7 @@ fn task_states() -> String {
 }
 
 /// The running pressure: helper processes and sysctls to restore.
-pub(super) struct Pressure {
+pub(crate) struct Pressure {
     pub(super) children: Vec<i32>,
     /// Closing it tells the children to stop (they poll the read end).
     stop_w: Option<OwnedFd>,
