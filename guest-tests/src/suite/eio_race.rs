@@ -1,7 +1,7 @@
 //! soak/eio_race (issue 14, EIO injection): AIO reads and same-data
 //! rewrites of one file on a private null_blk device (1 ms per IO) while
 //! another process marks random runs of the file's data blocks bad
-//! through the device's `badblocks` attribute for 0-3 ms at a time (reads
+//! through the device's `badblocks` attribute for 2-20 ms at a time (reads
 //! and writes of those sectors then fail with BLK_STS_IOERR) and drops the
 //! file's page cache.
 //!
@@ -39,11 +39,11 @@ use crate::fsx::{self, Heartbeat, Rng};
 use crate::{ensure, pattern, sys};
 
 /// The file's size.
-const SIZE: u64 = 2 << 20;
+const SIZE: u64 = 512 << 10;
 /// Longest request.
 const MAX_LEN: u64 = 64 << 10;
 
-/// The racer: marks a run of 1-8 of the file's blocks bad for 0-3 ms,
+/// The racer: marks a run of 1-64 of the file's blocks bad for 2-20 ms,
 /// then good again; sometimes drops the file's cache; 0-2 ms between.
 fn racer(
     cfg: PathBuf,
@@ -72,7 +72,7 @@ fn racer(
         }
         let n = sectors.len() as u64;
         let first = rng.below(n) as usize;
-        let len = (1 + rng.below(8) as usize).min(sectors.len() - first);
+        let len = (1 + rng.below(64) as usize).min(sectors.len() - first);
         let run = &sectors[first..first + len];
         for &s in run {
             match set('+', s) {
@@ -81,7 +81,7 @@ fn racer(
             }
         }
         runs += 1;
-        std::thread::sleep(Duration::from_micros(rng.below(3000)));
+        std::thread::sleep(Duration::from_micros(2000 + rng.below(18_000)));
         for &s in run {
             if set('-', s).is_err() {
                 failed += 1;
@@ -178,7 +178,7 @@ pub fn eio_race(ctx: &Ctx) -> TestResult {
     let result = (|| -> TestResult {
         while st.batches < batches && budget.is_none_or(|b| t0.elapsed() < b) {
             let n = 1 + rng.below(8) as usize;
-            let cold = rng.chance(1, 2);
+            let cold = rng.chance(3, 4);
             if cold {
                 let _ = sys::fadvise_all(&f, libc::POSIX_FADV_DONTNEED);
             }
