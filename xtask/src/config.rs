@@ -30,6 +30,39 @@ pub struct Config {
     /// Peer test suites built on the host for the guest (issue 14).
     #[serde(default)]
     pub peers: PeersConfig,
+    /// The name of this file's own kernel target (`kernel` + `series`),
+    /// e.g. `6.12`; default: the major.minor of `kernel.version`.
+    #[serde(default)]
+    pub target: Option<String>,
+    /// More kernel targets (issue 17): each with its kernel sources and its
+    /// series; everything else (kconfig, qemu, timeouts, …) is shared.
+    /// `--target NAME` selects; `run` runs every target by default.
+    #[serde(default)]
+    pub targets: Vec<TargetConfig>,
+}
+
+/// One more kernel target.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    pub name: String,
+    pub kernel: KernelConfig,
+    /// Its quilt series file (relative to the config file's directory).
+    pub series: PathBuf,
+    /// Which kernels `run` builds for it when `--kernel` is not given:
+    /// `unpatched` while the series is not ported yet (an empty series
+    /// would otherwise be judged as a patched kernel lacking the series'
+    /// behaviour).
+    #[serde(default)]
+    pub run_kernels: Option<RunKernels>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunKernels {
+    Both,
+    Unpatched,
+    Patched,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -185,6 +218,20 @@ pub struct TestsConfig {
 }
 
 /// Every source of `key` has a well-formed sha256 and a URL scheme we fetch.
+fn check_target_name(origin: &Path, key: &str, name: &str) -> Result<()> {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+    {
+        bail!(
+            "{}: {key}: target name {name:?} must be non-empty ASCII letters, digits, '.', '_' or '-'",
+            origin.display()
+        );
+    }
+    Ok(())
+}
+
 fn check_sources(origin: &Path, key: &str, sources: &[Source]) -> Result<()> {
     let o = origin.display();
     for (i, s) in sources.iter().enumerate() {
@@ -278,6 +325,26 @@ impl Config {
             bail!("{o}: kernel.sources is empty: list at least one kernel source");
         }
         check_sources(origin, "kernel.sources", &self.kernel.sources)?;
+        let mut names = vec![self.target_name()];
+        if let Some(t) = &self.target {
+            check_target_name(origin, "target", t)?;
+        }
+        for (i, t) in self.targets.iter().enumerate() {
+            let key = format!("targets[{i}]");
+            check_target_name(origin, &format!("{key}.name"), &t.name)?;
+            if names.contains(&t.name) {
+                bail!(
+                    "{o}: {key}.name: target {:?} is defined twice (the file's own kernel is target {:?})",
+                    t.name,
+                    names[0]
+                );
+            }
+            names.push(t.name.clone());
+            if t.kernel.sources.is_empty() {
+                bail!("{o}: {key}.kernel.sources is empty: list at least one kernel source");
+            }
+            check_sources(origin, &format!("{key}.kernel.sources"), &t.kernel.sources)?;
+        }
         if let Some(l) = &self.peers.libaio {
             if l.sources.is_empty() {
                 bail!("{o}: peers.libaio.sources is empty: list at least one source or drop peers.libaio");
@@ -315,6 +382,14 @@ impl Config {
             }
         };
         fix(&mut self.series);
+        for t in self.targets.iter_mut() {
+            fix(&mut t.series);
+            for s in t.kernel.sources.iter_mut() {
+                if let Source::Tarball { path, .. } | Source::Git { path, .. } = s {
+                    fix(path);
+                }
+            }
+        }
         self.kconfig.base.iter_mut().for_each(fix);
         for v in self.kconfig.flavors.values_mut() {
             v.iter_mut().for_each(fix);
@@ -333,6 +408,44 @@ impl Config {
                 _ => {}
             }
         }
+    }
+
+    /// The name of the file's own target: `target`, else the major.minor
+    /// of `kernel.version` (`6.12.117` → `6.12`).
+    pub fn target_name(&self) -> String {
+        if let Some(t) = &self.target {
+            return t.clone();
+        }
+        let v: Vec<&str> = self.kernel.version.split('.').take(2).collect();
+        v.join(".")
+    }
+
+    /// Every target's name, the file's own first.
+    pub fn target_names(&self) -> Vec<String> {
+        std::iter::once(self.target_name())
+            .chain(self.targets.iter().map(|t| t.name.clone()))
+            .collect()
+    }
+
+    /// The configuration of one target: its kernel and series in place of
+    /// the file's own, no further targets. Also returns the kernels `run`
+    /// builds for it by default (None: the command's default).
+    pub fn for_target(&self, name: &str) -> Result<(Config, Option<RunKernels>)> {
+        let mut c = self.clone();
+        c.targets.clear();
+        c.target = Some(name.to_string());
+        if name == self.target_name() {
+            return Ok((c, None));
+        }
+        let Some(t) = self.targets.iter().find(|t| t.name == name) else {
+            bail!(
+                "--target {name:?}: no such target (the configuration has {})",
+                self.target_names().join(", ")
+            );
+        };
+        c.kernel = t.kernel.clone();
+        c.series = t.series.clone();
+        Ok((c, t.run_kernels))
     }
 
     /// Fragments for `flavor`: base first, then the flavor's own.
@@ -391,6 +504,45 @@ mod tests {
         assert!(e.to_string().contains("64 hex digits"), "{e}");
         let e = Config::parse("series: x\n", Path::new("b.yaml")).unwrap_err();
         assert!(e.to_string().contains("kernel"), "{e}");
+    }
+
+    #[test]
+    fn targets() {
+        let c = Config::parse(GOOD, Path::new("bufaio.yaml")).unwrap();
+        assert_eq!(c.target_names(), ["6.12", "7.1"]);
+        let (t, k) = c.for_target("7.1").unwrap();
+        assert_eq!(
+            (t.kernel.version.as_str(), k),
+            ("7.1.8", Some(RunKernels::Unpatched))
+        );
+        assert!(t.targets.is_empty() && t.series.ends_with("patches/7.1/series"));
+        assert_eq!(t.kconfig, c.kconfig);
+        let (own, k) = c.for_target("6.12").unwrap();
+        assert_eq!((own.kernel, k), (c.kernel.clone(), None));
+        let e = format!("{:#}", c.for_target("7.2").unwrap_err());
+        assert!(e.contains("\"7.2\"") && e.contains("6.12, 7.1"), "{e}");
+        // Without `target:` the name is the kernel's major.minor.
+        let text = GOOD.replace("target: \"6.12\"\n", "");
+        let c = Config::parse(&text, Path::new("x.yaml")).unwrap();
+        assert_eq!(c.target_name(), "6.12");
+        let dup = GOOD.replace("  - name: \"7.1\"", "  - name: \"6.12\"");
+        let e = format!(
+            "{:#}",
+            Config::parse(&dup, Path::new("x.yaml")).unwrap_err()
+        );
+        assert!(e.contains("targets[0].name") && e.contains("twice"), "{e}");
+        let bad = GOOD.replace("  - name: \"7.1\"", "  - name: \"7 1\"");
+        let e = format!(
+            "{:#}",
+            Config::parse(&bad, Path::new("x.yaml")).unwrap_err()
+        );
+        assert!(e.contains("targets[0].name"), "{e}");
+        let nosha = GOOD.replacen("sha256: 47f9", "sha256: zz", 1);
+        let e = format!(
+            "{:#}",
+            Config::parse(&nosha, Path::new("x.yaml")).unwrap_err()
+        );
+        assert!(e.contains("targets[0].kernel.sources"), "{e}");
     }
 
     #[test]

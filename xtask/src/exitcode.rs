@@ -41,6 +41,20 @@ impl Outcome {
         }
     }
 
+    /// The outcome of an exit code (unknown codes: infrastructure).
+    pub fn from_code(code: i32) -> Outcome {
+        [
+            Outcome::Pass,
+            Outcome::TestFailed,
+            Outcome::KernelCrash,
+            Outcome::Untestable,
+            Outcome::Usage,
+        ]
+        .into_iter()
+        .find(|o| o.code() == code)
+        .unwrap_or(Outcome::Infrastructure)
+    }
+
     /// Short stable name (same as the serialized form).
     pub fn label(self) -> &'static str {
         match self {

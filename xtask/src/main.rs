@@ -97,11 +97,21 @@ fn fetch_only(config: std::path::PathBuf) -> anyhow::Result<i32> {
         test_timeout: None,
         bzimage: None,
         keep_disks: false,
+        targets: vec![],
     };
-    let ctx = common.context()?;
-    let _lock = ctx.cache.lock()?;
-    let f = fetch::fetch_with(&ctx.cfg.kernel.sources, &ctx.cache, &ctx.ui, true)?;
-    println!("{} {} ({})", f.id, f.tarball.display(), f.description);
+    // Every target's source ($BUFAIO_TARGET narrows it).
+    for t in common.targets_of(true)? {
+        let ctx = t.ctx;
+        let _lock = ctx.cache.lock()?;
+        let f = fetch::fetch_with(&ctx.cfg.kernel.sources, &ctx.cache, &ctx.ui, true)?;
+        println!(
+            "{} {} ({}) target {}",
+            f.id,
+            f.tarball.display(),
+            f.description,
+            t.name
+        );
+    }
     Ok(0)
 }
 

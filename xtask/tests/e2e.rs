@@ -654,3 +654,54 @@ fn fuzz_is_warned_and_fails_check_series() {
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("applies only with fuzz"), "{text}");
 }
+
+/// Issue 17: `run` over two kernel targets prints one A/B table each; the
+/// 7.1 target (series not ported: `run_kernels: unpatched`) runs its
+/// unpatched kernel, where new-behaviour tests XFAIL; a series that does
+/// not apply to one target makes that target untestable (125), not the run.
+#[test]
+fn two_targets_one_table_each_and_a_series_that_does_not_apply_is_that_targets_125() {
+    let (code, text, _) = xtask(&["run", "--target", "6.12,7.1", "--filter", "basic/*"]);
+    assert_eq!(code, 0, "run over two targets failed");
+    for t in ["6.12", "7.1"] {
+        assert!(text.contains(&format!("target {t}: pass (exit 0)")), "{t}");
+    }
+    assert!(text.contains("target 7.1 (kernel 7.1.8):"), "no 7.1 table");
+    assert!(text.contains("outcome of all targets: pass (exit 0)"));
+    let runs: Vec<PathBuf> = text
+        .lines()
+        .filter(|l| l.starts_with("outcome:"))
+        .map(artifacts)
+        .collect();
+    assert_eq!(runs.len(), 2, "one run dir per target");
+    let r71 = results(&runs[1]);
+    let kernels = r71["kernels"].as_array().unwrap();
+    assert_eq!(kernels.len(), 1, "7.1 runs its unpatched kernel only");
+    assert!(kernels[0]["kernel_release"]
+        .as_str()
+        .unwrap()
+        .starts_with("7.1"));
+    // The 6.12 series on 7.1 stops at patch 0002 (mainline reworked the
+    // NOWAIT timestamp code): 7.1 untestable, the run still passes on 6.12.
+    let (code, text, _) = xtask(&[
+        "run",
+        "--target",
+        "6.12,7.1",
+        "--kernel",
+        "both",
+        "--series",
+        "patches/series",
+        "--filter",
+        "basic/setup_destroy",
+    ]);
+    assert_eq!(code, 0, "one untestable target failed the run");
+    assert!(text.contains("target 6.12: pass (exit 0)"));
+    assert!(
+        text.contains("target 7.1: untestable (exit 125)"),
+        "7.1 not 125"
+    );
+    assert!(
+        text.contains("0002"),
+        "the patch that does not apply is named"
+    );
+}

@@ -40,7 +40,13 @@ pub struct Common {
     /// Extra kernel command-line words (repeatable).
     #[arg(long = "append")]
     pub append: Vec<String>,
-    /// Series file (overrides `series`).
+    /// Kernel target(s) of the config (`target`/`targets`, e.g. 6.12,
+    /// 7.1; repeatable or comma-separated; default from $BUFAIO_TARGET).
+    /// `run` runs every target when none is given; the other subcommands
+    /// take one, default the config's own (first) target.
+    #[arg(long = "target", value_delimiter = ',')]
+    pub targets: Vec<String>,
+    /// Series file (overrides the target's `series`).
     #[arg(long)]
     pub series: Option<PathBuf>,
     /// Guest memory in MiB (overrides qemu.memory_mib).
@@ -71,8 +77,34 @@ pub fn project_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
+/// One selected kernel target: its name, its context, and which kernels
+/// `run` builds for it by default (None: the command's default).
+pub struct TargetCtx {
+    pub name: String,
+    pub ctx: Ctx,
+    pub run_kernels: Option<crate::config::RunKernels>,
+}
+
 impl Common {
+    /// The context of one target (`--target NAME`, default the config's
+    /// own): for every subcommand but `run`.
     pub fn context(&self) -> Result<Ctx> {
+        let mut all = self.targets_of(false)?;
+        if all.len() > 1 {
+            return Err(crate::error::usage(format!(
+                "--target {}: this subcommand runs one target at a time (only `run` takes several)",
+                all.iter()
+                    .map(|t| t.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            )));
+        }
+        Ok(all.remove(0).ctx)
+    }
+
+    /// The selected targets (`--target`, else $BUFAIO_TARGET), else every
+    /// target of the config when `all_by_default`, else its own.
+    pub fn targets_of(&self, all_by_default: bool) -> Result<Vec<TargetCtx>> {
         let root = project_root();
         let path = if self.config.is_relative() && !self.config.exists() {
             root.join(&self.config)
@@ -80,16 +112,51 @@ impl Common {
             self.config.clone()
         };
         self.check().map_err(crate::error::usage)?;
-        let mut cfg = Config::load(&path).map_err(|e| crate::error::usage(format!("{e:#}")))?;
-        self.apply(&mut cfg);
-        Ok(Ctx {
-            root,
-            cfg,
-            cache: Cache::open()?,
-            ui: Ui::new(),
-            prebuilt: self.bzimage.clone(),
-            keep_disks: self.keep_disks,
-        })
+        let cfg = Config::load(&path).map_err(|e| crate::error::usage(format!("{e:#}")))?;
+        let mut names = self.targets.clone();
+        if names.is_empty() {
+            if let Ok(v) = std::env::var("BUFAIO_TARGET") {
+                names = v
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect();
+            }
+        }
+        if names.is_empty() {
+            names = if all_by_default {
+                cfg.target_names()
+            } else {
+                vec![cfg.target_name()]
+            };
+        }
+        names.dedup();
+        if self.bzimage.is_some() && names.len() > 1 {
+            return Err(crate::error::usage(
+                "--bzimage boots one kernel: give one --target with it",
+            ));
+        }
+        let mut out = Vec::new();
+        for name in names {
+            let (mut c, run_kernels) = cfg
+                .for_target(&name)
+                .map_err(|e| crate::error::usage(format!("{}: {e:#}", path.display())))?;
+            self.apply(&mut c);
+            out.push(TargetCtx {
+                name,
+                ctx: Ctx {
+                    root: root.clone(),
+                    cfg: c,
+                    cache: Cache::open()?,
+                    ui: Ui::new(),
+                    prebuilt: self.bzimage.clone(),
+                    keep_disks: self.keep_disks,
+                },
+                run_kernels,
+            });
+        }
+        Ok(out)
     }
 
     /// Values no guest can run with, refused on the host before anything

@@ -48,6 +48,10 @@ pub struct Args {
     /// its soak.json) with the same seed, size and profiles.
     #[arg(long, conflicts_with_all = ["ops", "duration", "seed", "shard", "filters", "profiles"])]
     pub replay: Option<PathBuf>,
+    /// Test disk size (MiB, at least the config's `disks.size_mib`): 1024
+    /// lets libaio's 6.t (768 MiB of writes) run in `soak/libaio*`.
+    #[arg(long)]
+    pub disk_mib: Option<u32>,
     /// Aggregate the soak.json files of several runs or shards; no boot.
     #[arg(long, num_args = 1.., conflicts_with = "replay")]
     pub aggregate: Vec<PathBuf>,
@@ -156,6 +160,9 @@ pub fn main(mut a: Args) -> Result<i32> {
     }
     crate::deps::check()?;
     let mut ctx = a.common.context()?;
+    if let Some(m) = a.disk_mib {
+        ctx.cfg.disks.size_mib = ctx.cfg.disks.size_mib.max(m);
+    }
     if !a.profiles.is_empty() {
         let known = pipeline::soak_profiles(&ctx)?;
         if let Some(p) = a.profiles.iter().find(|p| !known.contains(p)) {
