@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use super::eio::EioDev;
 use super::soak::{self, DEFAULT_SEED};
-use super::truncate_race::{report, stopping, submit_whole, Racer};
+use super::truncate_race::{pattern_batch, report, stopping, submit_whole, Racer};
 use super::{create_pattern_file, Ctx, Stop, TestResult, REAP_TIMEOUT};
 use crate::aio::{describe_res, Op, Ring, IOCB_CMD_PWRITE};
 use crate::fsx::{self, Heartbeat, Rng};
@@ -40,8 +40,6 @@ use crate::{ensure, pattern, sys};
 
 /// The file's size.
 const SIZE: u64 = 512 << 10;
-/// Longest request.
-const MAX_LEN: u64 = 64 << 10;
 
 /// The racer: marks a run of 1-64 of the file's blocks bad for 2-20 ms,
 /// then good again; sometimes drops the file's cache; 0-2 ms between.
@@ -182,20 +180,7 @@ pub fn eio_race(ctx: &Ctx) -> TestResult {
             if cold {
                 let _ = sys::fadvise_all(&f, libc::POSIX_FADV_DONTNEED);
             }
-            let mut ops = Vec::with_capacity(n);
-            let mut what = Vec::with_capacity(n);
-            for i in 0..n {
-                let off = rng.below(SIZE / 512) * 512;
-                let len = (512 * (1 + rng.below(MAX_LEN / 512))).min(SIZE - off) as usize;
-                let data = (i as u64) | (st.batches << 8);
-                if rng.chance(2, 5) {
-                    ops.push(Op::pwrite(fd, off, pattern::make(key, off, len)).with_data(data));
-                    what.push(format!("write {off:#x}+{len}"));
-                } else {
-                    ops.push(Op::pread(fd, off, len).with_data(data));
-                    what.push(format!("read {off:#x}+{len}"));
-                }
-            }
+            let (ops, what) = pattern_batch(&mut rng, fd, key, SIZE, n, 2, st.batches);
             if let Ok(mut c) = hb.current.lock() {
                 *c = format!("batch {}: {}", st.batches, what.join(", "));
             }

@@ -209,6 +209,36 @@ pub(super) fn report(rep: &OwnedFd, line: &str) {
     unsafe { libc::write(rep.as_raw_fd(), line.as_ptr().cast(), line.len()) };
 }
 
+/// `n` random requests inside `[0, span)`, 512 B-aligned, 512 B to 64 KiB:
+/// writes (`writes_of_5` in 5) of the pattern of `key` at their offset,
+/// and reads. `aio_data` is the request's index and the batch number.
+/// Returns the ops and a description of each.
+pub(super) fn pattern_batch(
+    rng: &mut Rng,
+    fd: std::os::fd::RawFd,
+    key: u64,
+    span: u64,
+    n: usize,
+    writes_of_5: u64,
+    batch: u64,
+) -> (Vec<Op>, Vec<String>) {
+    let mut ops = Vec::with_capacity(n);
+    let mut what = Vec::with_capacity(n);
+    for i in 0..n {
+        let off = rng.below(span / 512) * 512;
+        let len = (512 * (1 + rng.below(MAX_LEN / 512))).min(span - off) as usize;
+        let data = (i as u64) | (batch << 8);
+        if rng.chance(writes_of_5, 5) {
+            ops.push(Op::pwrite(fd, off, pattern::make(key, off, len)).with_data(data));
+            what.push(format!("write {off:#x}+{len}"));
+        } else {
+            ops.push(Op::pread(fd, off, len).with_data(data));
+            what.push(format!("read {off:#x}+{len}"));
+        }
+    }
+    (ops, what)
+}
+
 /// Submits every op, retrying what io_submit did not take on EINTR/EAGAIN.
 pub(super) fn submit_whole(
     ring: &mut Ring,
@@ -400,20 +430,7 @@ pub fn run(
                 st.cold_batches += 1;
                 let _ = sys::fadvise_all(&f, libc::POSIX_FADV_DONTNEED);
             }
-            let mut ops = Vec::with_capacity(n);
-            let mut what = Vec::with_capacity(n);
-            for i in 0..n {
-                let off = rng.below(SPAN / 512) * 512;
-                let len = (512 * (1 + rng.below(MAX_LEN / 512))).min(SPAN - off) as usize;
-                let data = (i as u64) | (st.batches << 8);
-                if rng.chance(3, 5) {
-                    ops.push(Op::pwrite(fd, off, pattern::make(key, off, len)).with_data(data));
-                    what.push(format!("write {off:#x}+{len}"));
-                } else {
-                    ops.push(Op::pread(fd, off, len).with_data(data));
-                    what.push(format!("read {off:#x}+{len}"));
-                }
-            }
+            let (ops, what) = pattern_batch(&mut rng, fd, key, SPAN, n, 3, st.batches);
             if let Ok(mut c) = hb.current.lock() {
                 *c = format!(
                     "batch {}{}: {}",
