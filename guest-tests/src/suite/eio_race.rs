@@ -32,9 +32,9 @@ use std::time::{Duration, Instant};
 
 use super::eio::EioDev;
 use super::soak::{self, DEFAULT_SEED};
-use super::truncate_race::{pattern_batch, report, stopping, submit_whole, Racer};
+use super::truncate_race::{pattern_batch, read_back_cold, report, stopping, submit_whole, Racer};
 use super::{create_pattern_file, Ctx, Stop, TestResult, REAP_TIMEOUT};
-use crate::aio::{describe_res, Op, Ring, IOCB_CMD_PWRITE};
+use crate::aio::{describe_res, Ring, IOCB_CMD_PWRITE};
 use crate::fsx::{self, Heartbeat, Rng};
 use crate::{ensure, pattern, sys};
 
@@ -260,20 +260,13 @@ pub fn eio_race(ctx: &Ctx) -> TestResult {
         format!("fsync with every block good again: {e} (the first one said {first:?})")
     })?;
     sys::fadvise_all(&f, libc::POSIX_FADV_DONTNEED).map_err(|e| format!("fadvise: {e}"))?;
-    let mut off = 0;
-    while off < SIZE {
-        let len = (SIZE - off).min(1 << 20) as usize;
-        ring.submit_all(vec![Op::pread(fd, off, len)])?;
-        let c = ring.reap(1, REAP_TIMEOUT)?;
-        let c = c.first().ok_or("no completion")?;
-        c.expect_res(len as i64)?;
-        pattern::verify(c.op()?.buf(), key, off).map_err(|e| {
+    read_back_cold(&mut ring, fd, SIZE, &mut |buf, off| {
+        pattern::verify(buf, key, off).map_err(|e| {
             format!(
                 "cold AIO read-back with every block good again (a failed write left this): {e}"
             )
-        })?;
-        off += len as u64;
-    }
+        })
+    })?;
     ring.check()?;
     st.elapsed = t0.elapsed();
     println!(
