@@ -229,9 +229,15 @@ pub fn glob_match(pattern: &str, name: &str) -> bool {
     pi == p.len()
 }
 
-/// Whether `name` is selected by `filter` (empty selects all).
+/// Whether `name` is selected by `filter`: by any of its globs (all tests
+/// when it has none) and by none of its `!`-prefixed exclusions, so
+/// `read/*,!read/eio*` is the read group without the EIO tests and
+/// `!soak/*` everything but the soak group.
 pub fn selected(filter: &[String], name: &str) -> bool {
-    filter.is_empty() || filter.iter().any(|g| glob_match(g, name))
+    let (exclude, include): (Vec<&String>, Vec<&String>) =
+        filter.iter().partition(|g| g.starts_with('!'));
+    (include.is_empty() || include.iter().any(|g| glob_match(g, name)))
+        && !exclude.iter().any(|g| glob_match(&g[1..], name))
 }
 
 #[cfg(test)]
@@ -329,6 +335,14 @@ mod tests {
 
     #[test]
     fn globbing() {
+        let f = parse_filter("read/*,!read/eio*");
+        assert!(selected(&f, "read/roundtrip_aligned@ext2"));
+        assert!(!selected(&f, "read/eio@ext2"));
+        assert!(!selected(&f, "write/append@ext2"));
+        let f = parse_filter("!soak/*");
+        assert!(selected(&f, "write/append@ext2"));
+        assert!(!selected(&f, "soak/fsx@ext3"));
+        assert!(selected(&[], "soak/fsx@ext3"));
         assert!(glob_match("read/*", "read/roundtrip_aligned@ext2"));
         assert!(glob_match("*@ext3", "write/roundtrip_unaligned@ext3"));
         assert!(!glob_match("*@ext3", "write/roundtrip_unaligned@ext2"));

@@ -82,7 +82,7 @@ pub const DEPS: &[Dep] = &[
         package: "patch",
         probe: Probe::Exe("patch"),
         required: true,
-        why: "applies patches/series",
+        why: "applies the targets' series (patches/<target>/series)",
     },
     Dep {
         package: "xz-utils",

@@ -138,7 +138,7 @@ pub fn build_kernels_with(
 }
 
 /// One more patched kernel with another series (e.g. `bench
-/// --also-series patches/v1/series`): fetch → patch → kconfig → build under
+/// --also-series patches/6.12/v1/series`): fetch → patch → kconfig → build under
 /// the cache lock, as [`build_kernels`] does for the configured series.
 pub fn build_series_kernel(
     ctx: &Ctx,
@@ -319,6 +319,7 @@ pub fn check_filters_named(ctx: &Ctx, flag: &str, filters: &[String]) -> Result<
 /// Up to five test names sharing the longest prefix with `glob`'s literal
 /// start.
 pub fn nearest(glob: &str, names: &[String]) -> Vec<String> {
+    let glob = glob.strip_prefix('!').unwrap_or(glob);
     let lit: &str = glob.split(['*', '?']).next().unwrap_or("");
     let common = |n: &str| {
         lit.chars()

@@ -358,7 +358,7 @@ mod tests {
             overlap: true,
             kernel_selection: "both".into(),
             flavor: "default".into(),
-            series: "patches/series".into(),
+            series: "patches/6.12/series".into(),
             filters: vec!["soak/*".into()],
             rows: rows.clone(),
         };

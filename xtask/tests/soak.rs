@@ -137,7 +137,7 @@ fn soak_finds_the_v1_defects_and_replays_them() {
             "--kernel",
             "patched",
             "--series",
-            "patches/v1/series",
+            "patches/6.12/v1/series",
             "--ops",
             "3000",
             "--filter",
@@ -164,7 +164,7 @@ fn soak_finds_the_v1_defects_and_replays_them() {
             assert_eq!(code, 1, "the replay must fail again");
             let again = soak_json(&artifacts(&text));
             assert_eq!(again["base_seed"], "0xb0fa10");
-            assert_eq!(again["series"], "patches/v1/series");
+            assert_eq!(again["series"], "patches/6.12/v1/series");
             let rows = again["rows"].as_array().unwrap();
             assert_eq!(rows.len(), 2, "{again}");
             assert!(rows.iter().all(|r| r["verdict"] == "fail"), "{again}");

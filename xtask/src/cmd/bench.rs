@@ -58,7 +58,7 @@ pub struct Args {
     #[arg(long, value_enum, default_value = "both")]
     pub kernel: KernelSel,
     /// Another series to build and boot as one more patched kernel, interleaved
-    /// with the others (e.g. `patches/v1/series`, labelled `v1`: the series
+    /// with the others (e.g. `patches/6.12/v1/series`, labelled `v1`: the series
     /// file's directory, or its name when that is not `series`). Repeatable.
     /// Adds the series-comparison table (issue 12's regression targets).
     #[arg(long = "also-series", value_name = "FILE")]
@@ -74,7 +74,7 @@ fn build_guest_bench(root: &Path, ui: &crate::ui::Ui) -> Result<PathBuf> {
     crate::rootfs::build_static(root, "guest-bench", ui)
 }
 
-/// The column label of an `--also-series` file: `patches/v1/series` → `v1`,
+/// The column label of an `--also-series` file: `patches/6.12/v1/series` → `v1`,
 /// `old.series` → `old`. Refuses labels the bench uses for its own kernels.
 pub fn series_label(file: &Path, taken: &[String]) -> Result<String> {
     let name = file.file_name().and_then(|n| n.to_str()).unwrap_or("");
@@ -583,7 +583,7 @@ mod tests {
             let t: Vec<String> = taken.iter().map(|s| s.to_string()).collect();
             series_label(Path::new(p), &t).map_err(|e| format!("{e:#}"))
         };
-        assert_eq!(l("patches/v1/series", &[]).unwrap(), "v1");
+        assert_eq!(l("patches/6.12/v1/series", &[]).unwrap(), "v1");
         assert_eq!(l("/x/old.series", &[]).unwrap(), "old");
         assert_eq!(l("my series/series", &[]).unwrap(), "my_series");
         assert_eq!(l("patches/series", &[]).unwrap(), "patches");

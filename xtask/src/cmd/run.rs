@@ -19,7 +19,8 @@ pub struct Args {
     /// Default both, or the target's `run_kernels`.
     #[arg(long, value_enum)]
     pub kernel: Option<KernelSel>,
-    /// Only tests matching these globs (over names like `read/*@ext2`).
+    /// Only tests matching these globs (over names like `read/*@ext2`);
+    /// a glob starting with `!` excludes (`--filter '!soak/*'`).
     #[arg(long = "filter")]
     pub filters: Vec<String>,
     /// Repeat a previous run from its manifest.yaml (same config, kernel
