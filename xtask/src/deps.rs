@@ -164,24 +164,104 @@ pub fn install_command(deps: &[&Dep]) -> String {
     format!("sudo apt-get install -y {}", pkgs.join(" "))
 }
 
-/// Fail fast (exit 128) when a required tool is missing.
-pub fn check() -> Result<()> {
-    let m = missing(false);
-    if m.is_empty() {
-        return Ok(());
+/// What a subcommand does about missing host packages before it starts.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Plan {
+    /// Every required tool is there (missing optional ones are left alone).
+    Proceed,
+    /// Root on an apt system: install these (required and optional) and go on.
+    Install(Vec<&'static str>),
+    /// Cannot install: fail (128) with this message naming the one command.
+    Refuse(String),
+}
+
+/// The decision, free of I/O: `required`/`optional` are the missing deps,
+/// `root` whether we are uid 0, `apt` whether apt-get exists, `opt_out`
+/// whether `BUFAIO_NO_INSTALL` is set.
+pub fn plan(
+    required: &[&'static Dep],
+    optional: &[&'static Dep],
+    root: bool,
+    apt: bool,
+    opt_out: bool,
+) -> Plan {
+    if required.is_empty() {
+        return Plan::Proceed;
     }
-    let list: Vec<String> = m
+    let all: Vec<&'static Dep> = required.iter().chain(optional).copied().collect();
+    if root && apt && !opt_out {
+        return Plan::Install(all.iter().map(|d| d.package).collect());
+    }
+    let list: Vec<String> = required
         .iter()
         .map(|d| format!("  {} ({})", d.package, d.why))
         .collect();
-    Err(classified(
-        Outcome::Infrastructure,
-        format!(
-            "missing host tools:\n{}\ninstall them with:\n  {}\n(or run `cargo xtask deps --install` as root)",
-            list.join("\n"),
-            install_command(&m)
-        ),
+    let why = if opt_out {
+        " (BUFAIO_NO_INSTALL is set)"
+    } else if !apt {
+        " (no apt-get here: install the equivalents with your package manager)"
+    } else {
+        ""
+    };
+    Plan::Refuse(format!(
+        "missing host tools{why}:\n{}\ninstall them with:\n  {}\n(as root, any subcommand installs them itself)",
+        list.join("\n"),
+        install_command(&all)
     ))
+}
+
+/// Before a subcommand starts: nothing when every required tool is there;
+/// as root on an apt system, install what is missing (saying so) and go on;
+/// otherwise fail fast (exit 128) naming the one command to run.
+pub fn check() -> Result<()> {
+    let required = missing(false);
+    let optional: Vec<&'static Dep> = missing(true).into_iter().filter(|d| !d.required).collect();
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let opt_out = std::env::var_os("BUFAIO_NO_INSTALL").is_some_and(|v| !v.is_empty());
+    match plan(
+        &required,
+        &optional,
+        root,
+        which("apt-get").is_some(),
+        opt_out,
+    ) {
+        Plan::Proceed => Ok(()),
+        Plan::Refuse(msg) => Err(classified(Outcome::Infrastructure, msg)),
+        Plan::Install(pkgs) => {
+            eprintln!(
+                "missing host packages, installing them (root, apt-get; BUFAIO_NO_INSTALL=1 to refuse instead): {}",
+                pkgs.join(" ")
+            );
+            apt_install(&pkgs).map_err(|e| classified(Outcome::Infrastructure, format!("{e:#}")))
+        }
+    }
+}
+
+/// `apt-get update` + `apt-get install`, then re-probe.
+fn apt_install(pkgs: &[&str]) -> Result<()> {
+    let st = Command::new("apt-get")
+        .arg("update")
+        .arg("-q")
+        .status()
+        .context("cannot run apt-get update")?;
+    if !st.success() {
+        bail!("apt-get update failed");
+    }
+    let st = Command::new("apt-get")
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(pkgs)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .context("cannot run apt-get install")?;
+    if !st.success() {
+        bail!("apt-get install {} failed", pkgs.join(" "));
+    }
+    let still: Vec<&str> = missing(false).iter().map(|d| d.package).collect();
+    if !still.is_empty() {
+        bail!("still missing after install: {}", still.join(" "));
+    }
+    Ok(())
 }
 
 pub fn cmd(install: bool) -> Result<i32> {
@@ -212,27 +292,7 @@ pub fn cmd(install: bool) -> Result<i32> {
     }
     let pkgs: Vec<&str> = m.iter().map(|d| d.package).collect();
     println!("installing: {}", pkgs.join(" "));
-    let st = Command::new("apt-get")
-        .arg("update")
-        .arg("-q")
-        .status()
-        .context("cannot run apt-get update")?;
-    if !st.success() {
-        bail!("apt-get update failed");
-    }
-    let st = Command::new("apt-get")
-        .args(["install", "-y", "-q", "--no-install-recommends"])
-        .args(&pkgs)
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .status()
-        .context("cannot run apt-get install")?;
-    if !st.success() {
-        bail!("apt-get install {} failed", pkgs.join(" "));
-    }
-    let still: Vec<&str> = missing(false).iter().map(|d| d.package).collect();
-    if !still.is_empty() {
-        bail!("still missing after install: {}", still.join(" "));
-    }
+    apt_install(&pkgs)?;
     println!("host tools installed");
     Ok(0)
 }
@@ -240,6 +300,38 @@ pub fn cmd(install: bool) -> Result<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plan_installs_as_root_and_refuses_otherwise() {
+        let req: Vec<&'static Dep> = DEPS.iter().filter(|d| d.required).take(2).collect();
+        let opt: Vec<&'static Dep> = DEPS.iter().filter(|d| !d.required).take(1).collect();
+        assert_eq!(plan(&[], &opt, true, true, false), Plan::Proceed);
+        assert_eq!(plan(&[], &opt, false, true, false), Plan::Proceed);
+        match plan(&req, &opt, true, true, false) {
+            Plan::Install(p) => {
+                assert_eq!(p.len(), 3, "required and optional together: {p:?}");
+                assert_eq!(p[0], req[0].package);
+            }
+            other => panic!("{other:?}"),
+        }
+        for (root, apt, opt_out, says) in [
+            (false, true, false, "sudo apt-get install -y"),
+            (true, true, true, "BUFAIO_NO_INSTALL is set"),
+            (true, false, false, "no apt-get here"),
+        ] {
+            match plan(&req, &opt, root, apt, opt_out) {
+                Plan::Refuse(m) => {
+                    assert!(m.contains(says), "{m}");
+                    assert!(m.contains(req[0].package) && m.contains(req[0].why), "{m}");
+                    assert!(
+                        m.contains(opt[0].package),
+                        "the one command installs all: {m}"
+                    );
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
 
     #[test]
     fn install_command_lists_packages() {
