@@ -689,13 +689,28 @@ fn fuzz_is_warned_and_fails_check_series() {
     assert!(text.contains("applies only with fuzz"), "{text}");
 }
 
-/// Issue 17: `run` over two kernel targets prints one A/B table each; the
-/// 7.1 target (series not ported: `run_kernels: unpatched`) runs its
-/// unpatched kernel, where new-behaviour tests XFAIL; a series that does
-/// not apply to one target makes that target untestable (125), not the run.
+/// Issue 17: `run` over two kernel targets prints one A/B table each; on
+/// 7.1 (the v2 series carried to 7.1's APIs) new-behaviour tests, reads and
+/// writes, XFAIL on the unpatched kernel and pass on the patched one; a
+/// series that does not apply to one target makes that target untestable
+/// (125), not the run.
 #[test]
 fn two_targets_one_table_each_and_a_series_that_does_not_apply_is_that_targets_125() {
-    let (code, text, _) = xtask(&["run", "--target", "6.12,7.1", "--filter", "basic/*"]);
+    let new_behaviour = [
+        "read/nonblocking_submit@ext2",
+        "read/nonblocking_submit_metadata@ext3",
+        "read/batch_nonblocking@ext2",
+        "read/eventfd_nonblocking@ext3",
+        "write/partial_block_nonblocking@ext2",
+        "write/extend_nonblocking@ext2",
+        "write/osync_nonblocking@ext2",
+        "write/counters@ext2",
+    ];
+    let mut args = vec!["run", "--target", "6.12,7.1", "--filter", "basic/*"];
+    for n in new_behaviour {
+        args.extend(["--filter", n]);
+    }
+    let (code, text, _) = xtask(&args);
     assert_eq!(code, 0, "run over two targets failed");
     for t in ["6.12", "7.1"] {
         assert!(text.contains(&format!("target {t}: pass (exit 0)")), "{t}");
@@ -708,13 +723,33 @@ fn two_targets_one_table_each_and_a_series_that_does_not_apply_is_that_targets_1
         .map(artifacts)
         .collect();
     assert_eq!(runs.len(), 2, "one run dir per target");
-    let r71 = results(&runs[1]);
-    let kernels = r71["kernels"].as_array().unwrap();
-    assert_eq!(kernels.len(), 1, "7.1 runs its unpatched kernel only");
-    assert!(kernels[0]["kernel_release"]
-        .as_str()
-        .unwrap()
-        .starts_with("7.1"));
+    for (run, release) in runs.iter().zip(["6.12", "7.1"]) {
+        let r = results(run);
+        let kernels = r["kernels"].as_array().unwrap();
+        assert_eq!(kernels.len(), 2, "{release}: unpatched and patched");
+        let verdict = |variant: &str, name: &str| -> String {
+            kernels
+                .iter()
+                .find(|k| k["variants"][0] == variant)
+                .and_then(|k| {
+                    assert!(
+                        k["kernel_release"].as_str().unwrap().starts_with(release),
+                        "{k}"
+                    );
+                    k["tests"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .find(|t| t["name"] == name)
+                })
+                .map(|t| t["verdict"].as_str().unwrap().to_string())
+                .unwrap_or_default()
+        };
+        for name in new_behaviour {
+            assert_eq!(verdict("unpatched", name), "xfail", "{release} {name}");
+            assert_eq!(verdict("patched", name), "pass", "{release} {name}");
+        }
+    }
     // The 6.12 series on 7.1 stops at patch 0002 (mainline reworked the
     // NOWAIT timestamp code): 7.1 untestable, the run still passes on 6.12.
     let (code, text, _) = xtask(&[
