@@ -4,7 +4,13 @@
 //! console (plus the KTAP and output ports) the other. Every word of that
 //! protocol is defined here; neither side spells one itself.
 //!
-//! Pure and dependency-free (it is linked into the static guest binary).
+//! Pure and dependency-free (it is linked into the static guest binary),
+//! except [`aiostats::read_at`], which reads the counters file.
+//!
+//! [`aiostats`]: the series' debugfs counters (names and parser), shared by
+//! guest-tests, guest-bench and the host's bench report.
+
+pub mod aiostats;
 
 /// PID 1 is up and has read its command line (the boot timeout ends here).
 pub const READY: &str = "BUFAIO-READY";

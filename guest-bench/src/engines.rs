@@ -2,9 +2,9 @@
 //! length; all reads or all writes) with at most `qd` in flight, and
 //! measuring itself between two [`Snap`]s.
 
-use crate::aiostats::{self, Stats};
 use crate::sys::{self, DevStat, Usage};
 use bufaio_aio_sys as aio_sys;
+use bufaio_contract::aiostats::{self, Stats};
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Barrier, Mutex};

@@ -3,10 +3,6 @@
 //! Prints one JSON object per line on stdout (see README.md); progress goes
 //! to stderr.
 
-// The series' counter parser, shared with the guest test suite.
-#[allow(dead_code)]
-#[path = "../../guest-tests/src/aiostats.rs"]
-mod aiostats;
 mod engines;
 mod fio;
 mod point;
@@ -14,6 +10,7 @@ mod prng;
 mod stats;
 mod sys;
 
+use bufaio_contract::aiostats;
 use engines::{Engine, Io, Op};
 use serde_json::json;
 use std::fs::File;

@@ -1,9 +1,9 @@
 //! One measured point as a JSON line (the format the host's
 //! `cargo xtask bench` reads; documented in guest-bench/README.md).
 
-use crate::aiostats::{self, Stats};
 use crate::engines::Raw;
 use crate::stats::{self, Summary};
+use bufaio_contract::aiostats::{self, Stats};
 use serde::Serialize;
 use std::collections::BTreeMap;
 

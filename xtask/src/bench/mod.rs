@@ -3,14 +3,10 @@
 //! rendered as markdown and plotted as SVG. Everything here is pure except
 //! [`plot`]'s file output.
 
-// The counter names, shared with the guest side (one list for the kernel's
-// debugfs aio/stats); the host uses only NAMES.
-#[allow(dead_code)]
-#[path = "../../../guest-tests/src/aiostats.rs"]
-mod aiostats;
 pub mod plot;
 pub mod report;
 
+use bufaio_contract::aiostats;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
