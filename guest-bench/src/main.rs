@@ -11,6 +11,7 @@ mod stats;
 mod sys;
 
 use bufaio_contract::aiostats;
+use bufaio_contract::bench::Line;
 use engines::{Engine, Io, Op};
 use serde_json::json;
 use std::fs::File;
@@ -389,7 +390,7 @@ fn point(t: &Target, workload: &str, e: Engine, qd: usize, mode: Mode, ios: &[Io
             .unwrap_or_default()
     ));
     let errs = p.errors;
-    out(&p);
+    out(&Line::point(&p));
     errs
 }
 
@@ -515,7 +516,7 @@ fn run(o: &Opts) -> Result<u64, String> {
         if let Some(d) = &o.fio_dir {
             cold(o);
             let r = fio::run(d, t, o.reads, 32, o.seed);
-            out(&r);
+            out(&Line::fio(&r));
         }
     }
     for t in &targets {
