@@ -97,6 +97,14 @@ mod tests {
     use crate::sys::{DevStat, Usage};
     use std::time::{Duration, Instant};
 
+    const RAND4K_AIO: Meta = Meta {
+        fs: "ext2",
+        workload: "rand4k",
+        engine: "aio",
+        qd: 32,
+        bs: 4096,
+    };
+
     #[test]
     fn per_io_figures() {
         let t = Instant::now();
@@ -142,14 +150,7 @@ mod tests {
             end: Some(b),
             ..Raw::default()
         };
-        let m = Meta {
-            fs: "ext2",
-            workload: "rand4k",
-            engine: "aio",
-            qd: 32,
-            bs: 4096,
-        };
-        let p = build(&m, raw);
+        let p = build(&RAND4K_AIO, raw);
         assert_eq!(p.ios, 200);
         assert_eq!(p.iops, 100.0);
         assert_eq!(p.cpu_us_per_io, 20.0);
@@ -200,14 +201,7 @@ mod tests {
             bytes: 3 * 4096,
             ..Raw::default()
         };
-        let m = Meta {
-            fs: "ext2",
-            workload: "rand4k",
-            engine: "aio",
-            qd: 32,
-            bs: 4096,
-        };
-        let mut p = build(&m, raw);
+        let mut p = build(&RAND4K_AIO, raw);
         p.aio_stats = Some([("write_inline".to_string(), 3u64)].into_iter().collect());
         p.first_error = Some("x".into());
         p.submit_cdf_us.truncate(3);
