@@ -4,7 +4,18 @@
 //! console (plus the KTAP and output ports) the other. Every word of that
 //! protocol is defined here; neither side spells one itself.
 //!
-//! Pure and dependency-free (it is linked into the static guest binary).
+//! Pure and dependency-free (it is linked into the static guest binary),
+//! except [`aiostats::read_at`], which reads the counters file, and the
+//! `serde` cargo feature, which adds `bench` (guest-bench and xtask turn it
+//! on; guest-tests does not).
+//!
+//! [`aiostats`]: the series' debugfs counters (names and parser), shared by
+//! guest-tests, guest-bench and the host's bench report. `bench`: the
+//! benchmark's JSON rows, written by guest-bench and read by the host.
+
+pub mod aiostats;
+#[cfg(feature = "serde")]
+pub mod bench;
 
 /// PID 1 is up and has read its command line (the boot timeout ends here).
 pub const READY: &str = "BUFAIO-READY";

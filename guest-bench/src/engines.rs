@@ -2,8 +2,9 @@
 //! length; all reads or all writes) with at most `qd` in flight, and
 //! measuring itself between two [`Snap`]s.
 
-use crate::aiostats::{self, Stats};
 use crate::sys::{self, DevStat, Usage};
+use bufaio_aio_sys as aio_sys;
+use bufaio_contract::aiostats::{self, Stats};
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Barrier, Mutex};
@@ -234,10 +235,10 @@ fn pool(op: Op, fd: RawFd, ios: &[Io], qd: usize, dev: &str) -> Raw {
 /// Native AIO: one iocb per io_submit call (so each call's latency is one
 /// IO's), refilled as events are reaped, `qd` in flight.
 fn aio(op: Op, fd: RawFd, ios: &[Io], qd: usize, dev: &str) -> std::io::Result<Raw> {
-    let ctx = sys::io_setup(qd as u32)?;
+    let ctx = aio_sys::io_setup(qd as u32)?;
     let mut slots = Slots::new(op, qd, buf_len(ios));
-    let mut cbs: Vec<sys::Iocb> = vec![sys::Iocb::default(); qd];
-    let mut events = vec![sys::IoEvent::default(); qd];
+    let mut cbs: Vec<aio_sys::Iocb> = vec![aio_sys::Iocb::default(); qd];
+    let mut events = vec![aio_sys::IoEvent::default(); qd];
     let mut r = Raw {
         start: Some(Snap::take(dev)),
         ..Raw::default()
@@ -245,21 +246,25 @@ fn aio(op: Op, fd: RawFd, ios: &[Io], qd: usize, dev: &str) -> std::io::Result<R
     let mut next = 0usize;
     let mut inflight = 0usize;
     let opcode = match op {
-        Op::Read => sys::IOCB_CMD_PREAD,
-        Op::Write => sys::IOCB_CMD_PWRITE,
+        Op::Read => aio_sys::IOCB_CMD_PREAD,
+        Op::Write => aio_sys::IOCB_CMD_PWRITE,
     };
     let mut submit = |slot: usize, io: Io, r: &mut Raw, slots: &mut Slots| {
-        cbs[slot] = sys::Iocb {
+        cbs[slot] = aio_sys::Iocb {
             aio_data: slot as u64,
             aio_lio_opcode: opcode,
             aio_fildes: fd as u32,
             aio_buf: slots.bufs[slot].as_mut_ptr() as u64,
             aio_nbytes: io.len as u64,
             aio_offset: io.off as i64,
-            ..sys::Iocb::default()
+            ..aio_sys::Iocb::default()
         };
         let t = Instant::now();
-        let res = sys::io_submit_one(ctx, &mut cbs[slot]);
+        // SAFETY: the iocb lives in its fixed slot of `cbs` and its buffer
+        // in `slots.bufs[slot]`, both untouched until the slot's event is
+        // reaped (the slot is refilled only after that) or the context is
+        // destroyed below; neither vector is resized meanwhile.
+        let res = unsafe { aio_sys::io_submit_one(ctx, &mut cbs[slot]) };
         r.submit_ns.push(ns(t));
         slots.issued[slot] = (t, io);
         match res {
@@ -277,7 +282,7 @@ fn aio(op: Op, fd: RawFd, ios: &[Io], qd: usize, dev: &str) -> std::io::Result<R
         next += 1;
     }
     while inflight > 0 {
-        let n = match sys::io_getevents(ctx, 1, &mut events) {
+        let n = match aio_sys::io_getevents_retrying(ctx, 1, &mut events) {
             Ok(n) => n,
             Err(e) => {
                 r.fail(format!("io_getevents: {e}"));
@@ -299,7 +304,8 @@ fn aio(op: Op, fd: RawFd, ios: &[Io], qd: usize, dev: &str) -> std::io::Result<R
         }
     }
     r.end = Some(Snap::take(dev));
-    sys::io_destroy(ctx);
+    // As before the shared layer: an io_destroy error is not reported.
+    let _ = aio_sys::io_destroy(ctx);
     Ok(r)
 }
 

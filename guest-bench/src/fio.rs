@@ -4,7 +4,7 @@
 
 use crate::engines::Snap;
 use crate::Target;
-use serde::Serialize;
+pub use bufaio_contract::bench::FioPoint;
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
@@ -106,27 +106,6 @@ fn output_with_timeout(
 /// The shm shim's file name in the fio directory.
 pub const SHIM: &str = "fio-shm-shim.so";
 
-#[derive(Debug, Serialize, Default)]
-pub struct FioPoint {
-    pub kind: &'static str,
-    pub fs: String,
-    pub iodepth: usize,
-    pub ios: u64,
-    pub iops: f64,
-    pub slat_mean_us: f64,
-    pub slat_max_us: f64,
-    pub clat_p50_us: f64,
-    pub clat_p99_us: f64,
-    /// fio's own `ctx` (context switches of the job).
-    pub ctx: u64,
-    pub ctx_per_io: f64,
-    pub cpu_us_per_io: f64,
-    pub sys_ctx_per_io: f64,
-    pub dev_reads_per_io: f64,
-    pub error: Option<String>,
-    pub command: String,
-}
-
 /// Pull our figures out of `fio --output-format=json` (first job, read side).
 pub fn parse(text: &str) -> Result<FioPoint, String> {
     let start = text.find('{').ok_or("no JSON in fio output")?;
@@ -140,7 +119,6 @@ pub fn parse(text: &str) -> Result<FioPoint, String> {
     let runtime_ms = f(&job["job_runtime"]).max(f(&rd["runtime"]));
     let cpu_pct = f(&job["usr_cpu"]) + f(&job["sys_cpu"]);
     Ok(FioPoint {
-        kind: "fio",
         ios,
         iops: f(&rd["iops"]),
         slat_mean_us: f(&rd["slat_ns"]["mean"]) / 1000.0,
@@ -229,7 +207,6 @@ pub fn run(dir: &Path, t: &Target, reads: usize, qd: usize, seed: u64) -> FioPoi
             }
         }
     };
-    p.kind = "fio";
     p.fs = t.label.clone();
     p.iodepth = qd;
     p.command = shown;

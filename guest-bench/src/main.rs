@@ -3,10 +3,6 @@
 //! Prints one JSON object per line on stdout (see README.md); progress goes
 //! to stderr.
 
-// The series' counter parser, shared with the guest test suite.
-#[allow(dead_code)]
-#[path = "../../guest-tests/src/aiostats.rs"]
-mod aiostats;
 mod engines;
 mod fio;
 mod point;
@@ -14,6 +10,8 @@ mod prng;
 mod stats;
 mod sys;
 
+use bufaio_contract::aiostats;
+use bufaio_contract::bench::Line;
 use engines::{Engine, Io, Op};
 use serde_json::json;
 use std::fs::File;
@@ -392,7 +390,7 @@ fn point(t: &Target, workload: &str, e: Engine, qd: usize, mode: Mode, ios: &[Io
             .unwrap_or_default()
     ));
     let errs = p.errors;
-    out(&p);
+    out(&Line::point(&p));
     errs
 }
 
@@ -518,7 +516,7 @@ fn run(o: &Opts) -> Result<u64, String> {
         if let Some(d) = &o.fio_dir {
             cold(o);
             let r = fio::run(d, t, o.reads, 32, o.seed);
-            out(&r);
+            out(&Line::fio(&r));
         }
     }
     for t in &targets {

@@ -1,51 +1,13 @@
 //! One measured point as a JSON line (the format the host's
-//! `cargo xtask bench` reads; documented in guest-bench/README.md).
+//! `cargo xtask bench` reads; documented in guest-bench/README.md). The row
+//! struct is the contract's ([`bufaio_contract::bench::Point`]), the one
+//! the host deserializes.
 
-use crate::aiostats::{self, Stats};
 use crate::engines::Raw;
-use crate::stats::{self, Summary};
-use serde::Serialize;
+use crate::stats;
+use bufaio_contract::aiostats::{self, Stats};
+pub use bufaio_contract::bench::Point;
 use std::collections::BTreeMap;
-
-#[derive(Debug, Serialize)]
-pub struct Point {
-    pub kind: &'static str,
-    pub fs: String,
-    pub workload: String,
-    pub engine: String,
-    pub qd: usize,
-    pub bs: usize,
-    pub ios: usize,
-    pub wall_s: f64,
-    pub iops: f64,
-    pub mib_s: f64,
-    /// Time inside the submitting call (io_submit, io_uring_enter, pread;
-    /// null for the thread pool).
-    pub submit: Option<Summary>,
-    /// Submit → completion seen by the program.
-    pub lat: Option<Summary>,
-    /// Share of the wall time the submitter spent inside submit calls.
-    pub submit_share: Option<f64>,
-    pub cpu_us_per_io: f64,
-    pub vcsw_per_io: f64,
-    pub ivcsw_per_io: f64,
-    /// Process context switches (voluntary + involuntary, all threads) per IO.
-    pub ctx_per_io: f64,
-    /// /proc/stat ctxt delta per IO (includes kernel workers).
-    pub sys_ctx_per_io: f64,
-    pub dev_reads_per_io: f64,
-    pub dev_kib_per_read: f64,
-    pub dev_writes_per_io: f64,
-    pub dev_kib_per_write: f64,
-    /// Deltas of the series' debugfs counters (`/sys/kernel/debug/aio/stats`)
-    /// over the point: which path the requests took. None when the kernel
-    /// has no such file (unpatched).
-    pub aio_stats: Option<BTreeMap<String, u64>>,
-    pub errors: u64,
-    pub first_error: Option<String>,
-    /// 101 quantiles (p0…p100) of the submit latency, µs (for the CDF plot).
-    pub submit_cdf_us: Vec<f64>,
-}
 
 pub struct Meta<'a> {
     pub fs: &'a str,
@@ -100,7 +62,6 @@ pub fn build(m: &Meta, mut raw: Raw) -> Point {
     let submit = stats::summarize(&mut raw.submit_ns);
     let lat = stats::summarize(&mut raw.lat_ns);
     Point {
-        kind: "point",
         fs: m.fs.into(),
         workload: m.workload.into(),
         engine: m.engine.into(),
@@ -135,6 +96,14 @@ mod tests {
     use crate::engines::Snap;
     use crate::sys::{DevStat, Usage};
     use std::time::{Duration, Instant};
+
+    const RAND4K_AIO: Meta = Meta {
+        fs: "ext2",
+        workload: "rand4k",
+        engine: "aio",
+        qd: 32,
+        bs: 4096,
+    };
 
     #[test]
     fn per_io_figures() {
@@ -181,14 +150,7 @@ mod tests {
             end: Some(b),
             ..Raw::default()
         };
-        let m = Meta {
-            fs: "ext2",
-            workload: "rand4k",
-            engine: "aio",
-            qd: 32,
-            bs: 4096,
-        };
-        let p = build(&m, raw);
+        let p = build(&RAND4K_AIO, raw);
         assert_eq!(p.ios, 200);
         assert_eq!(p.iops, 100.0);
         assert_eq!(p.cpu_us_per_io, 20.0);
@@ -206,7 +168,7 @@ mod tests {
         assert_eq!(p.submit.unwrap().p99_us, 1000.0);
         assert!((p.submit_share.unwrap() - 0.1).abs() < 1e-12);
         assert_eq!(p.submit_cdf_us.len(), 101);
-        let line = serde_json::to_string(&p).unwrap();
+        let line = serde_json::to_string(&bufaio_contract::bench::Line::point(&p)).unwrap();
         assert!(line.starts_with("{\"kind\":\"point\""), "{line}");
         assert!(
             line.contains(
@@ -226,6 +188,40 @@ mod tests {
         assert_eq!(
             d.into_iter().collect::<Vec<_>>(),
             [("write_async".to_string(), 3)]
+        );
+    }
+
+    #[test]
+    fn the_printed_line_is_unchanged() {
+        // The exact line guest-bench printed before the row structs moved
+        // into bufaio-contract (its own `Point` with a `kind` field).
+        let raw = Raw {
+            submit_ns: vec![1_000_000, 2_000_000, 3_500],
+            lat_ns: vec![2_000_000; 3],
+            bytes: 3 * 4096,
+            ..Raw::default()
+        };
+        let mut p = build(&RAND4K_AIO, raw);
+        p.aio_stats = Some([("write_inline".to_string(), 3u64)].into_iter().collect());
+        p.first_error = Some("x".into());
+        p.submit_cdf_us.truncate(3);
+        let line = serde_json::to_string(&bufaio_contract::bench::Line::point(&p)).unwrap();
+        assert_eq!(
+            line,
+            r#"{"kind":"point","fs":"ext2","workload":"rand4k","engine":"aio","qd":32,"bs":4096,"ios":3,"wall_s":0.0,"iops":0.0,"mib_s":0.0,"submit":{"n":3,"p50_us":1000.0,"p99_us":2000.0,"max_us":2000.0,"mean_us":1001.1666666666666,"total_s":0.0030035},"lat":{"n":3,"p50_us":2000.0,"p99_us":2000.0,"max_us":2000.0,"mean_us":2000.0,"total_s":0.006},"submit_share":0.0,"cpu_us_per_io":0.0,"vcsw_per_io":0.0,"ivcsw_per_io":0.0,"ctx_per_io":0.0,"sys_ctx_per_io":0.0,"dev_reads_per_io":0.0,"dev_kib_per_read":0.0,"dev_writes_per_io":0.0,"dev_kib_per_write":0.0,"aio_stats":{"write_inline":3},"errors":0,"first_error":"x","submit_cdf_us":[3.5,3.5,3.5]}"#
+        );
+        let f = crate::fio::FioPoint {
+            fs: "ext3".into(),
+            iodepth: 32,
+            ios: 7,
+            iops: 1.5,
+            error: Some("e".into()),
+            command: "cmd".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            serde_json::to_string(&bufaio_contract::bench::Line::fio(&f)).unwrap(),
+            r#"{"kind":"fio","fs":"ext3","iodepth":32,"ios":7,"iops":1.5,"slat_mean_us":0.0,"slat_max_us":0.0,"clat_p50_us":0.0,"clat_p99_us":0.0,"ctx":0,"ctx_per_io":0.0,"cpu_us_per_io":0.0,"sys_ctx_per_io":0.0,"dev_reads_per_io":0.0,"error":"e","command":"cmd"}"#
         );
     }
 }

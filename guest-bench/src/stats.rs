@@ -1,7 +1,9 @@
 //! Pure statistics: percentiles (nearest rank), summaries and the quantile
 //! vector the host plots as a CDF.
 
-use serde::{Deserialize, Serialize};
+/// p50/p99/max/mean of a latency sample, in microseconds: the contract's,
+/// as the host reads it.
+pub use bufaio_contract::bench::Summary;
 
 /// Nearest-rank percentile of an ascending slice (`p` in 0..=100).
 /// Empty input gives 0.
@@ -12,18 +14,6 @@ pub fn percentile(sorted: &[u64], p: f64) -> u64 {
     let p = p.clamp(0.0, 100.0);
     let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-/// p50/p99/max/mean of a latency sample, in microseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Summary {
-    pub n: usize,
-    pub p50_us: f64,
-    pub p99_us: f64,
-    pub max_us: f64,
-    pub mean_us: f64,
-    /// Sum of all samples: time spent in this call over the whole point.
-    pub total_s: f64,
 }
 
 /// Summarise nanosecond samples (sorted in place).

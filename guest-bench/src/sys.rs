@@ -1,5 +1,6 @@
-//! System counters and the few raw syscalls (native AIO, mount, pread).
-//! All `unsafe` of the crate lives here and in the io_uring engine.
+//! System counters and the few raw syscalls (mount, pread). Native AIO is
+//! the shared `bufaio-aio-sys` crate's. All `unsafe` of the crate lives
+//! here, in the native AIO engine's submit and in the io_uring engine.
 
 use std::ffi::CString;
 use std::io;
@@ -135,107 +136,9 @@ pub fn pwrite(fd: RawFd, buf: &[u8], off: u64) -> io::Result<usize> {
     Ok(r as usize)
 }
 
-// ---- native AIO (<linux/aio_abi.h>) ----
-
-pub type AioContext = libc::c_ulong;
-
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Iocb {
-    pub aio_data: u64,
-    pub aio_key: u32,
-    pub aio_rw_flags: i32,
-    pub aio_lio_opcode: u16,
-    pub aio_reqprio: i16,
-    pub aio_fildes: u32,
-    pub aio_buf: u64,
-    pub aio_nbytes: u64,
-    pub aio_offset: i64,
-    pub aio_reserved2: u64,
-    pub aio_flags: u32,
-    pub aio_resfd: u32,
-}
-
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
-pub struct IoEvent {
-    pub data: u64,
-    pub obj: u64,
-    pub res: i64,
-    pub res2: i64,
-}
-
-pub const IOCB_CMD_PREAD: u16 = 0;
-pub const IOCB_CMD_PWRITE: u16 = 1;
-
-pub fn io_setup(nr: u32) -> io::Result<AioContext> {
-    let mut ctx: AioContext = 0;
-    // SAFETY: ctx is a valid out pointer initialised to 0 as io_setup requires.
-    let r = unsafe { libc::syscall(libc::SYS_io_setup, nr as libc::c_long, &mut ctx) };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(ctx)
-}
-
-pub fn io_destroy(ctx: AioContext) {
-    // SAFETY: ctx came from io_setup; io_destroy waits for in-flight IO.
-    unsafe { libc::syscall(libc::SYS_io_destroy, ctx) };
-}
-
-/// Submit one iocb. The iocb and its buffer must stay valid until its event
-/// is reaped (the caller keeps them in fixed slots).
-pub fn io_submit_one(ctx: AioContext, cb: *mut Iocb) -> io::Result<()> {
-    let mut list = [cb];
-    // SAFETY: list holds one pointer to a live iocb (caller's contract).
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_io_submit,
-            ctx,
-            1 as libc::c_long,
-            list.as_mut_ptr(),
-        )
-    };
-    match r {
-        1 => Ok(()),
-        r if r < 0 => Err(io::Error::last_os_error()),
-        _ => Err(io::Error::other("io_submit accepted 0 of 1")),
-    }
-}
-
-/// Wait for at least `min` events; returns how many were stored in `ev`.
-pub fn io_getevents(ctx: AioContext, min: usize, ev: &mut [IoEvent]) -> io::Result<usize> {
-    loop {
-        // SAFETY: ev is valid for ev.len() events; NULL timeout = wait.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_io_getevents,
-                ctx,
-                min as libc::c_long,
-                ev.len() as libc::c_long,
-                ev.as_mut_ptr(),
-                std::ptr::null::<libc::timespec>(),
-            )
-        };
-        if r >= 0 {
-            return Ok(r as usize);
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn abi_sizes() {
-        assert_eq!(std::mem::size_of::<Iocb>(), 64);
-        assert_eq!(std::mem::size_of::<IoEvent>(), 32);
-    }
 
     #[test]
     fn proc_and_sys_parsers() {

@@ -1,6 +1,7 @@
-//! Raw Linux native AIO (`io_setup`/`io_submit`/`io_getevents`/`io_destroy`)
-//! and a safe [`Ring`] on top that owns every in-flight request's memory
-//! and feeds the shared invariant checker ([`crate::invariants::Tracker`]).
+//! A safe [`Ring`] over the raw native AIO syscalls of the `bufaio-aio-sys`
+//! crate (`io_setup`/`io_submit`/`io_getevents`/`io_destroy`, re-exported
+//! here) that owns every in-flight request's memory and feeds the shared
+//! invariant checker ([`crate::invariants::Tracker`]).
 //!
 //! Memory safety model: the kernel writes into `aio_buf` asynchronously, so
 //! an [`Op`] (iocb + its buffer + its iovecs) is moved into the [`Ring`] on
@@ -8,7 +9,6 @@
 //! `Ring` calls `io_destroy`, which waits for all in-flight requests, before
 //! freeing their buffers.
 
-use std::alloc::Layout;
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::RawFd;
@@ -16,198 +16,14 @@ use std::time::{Duration, Instant};
 
 use crate::invariants::Tracker;
 
-pub const IOCB_CMD_PREAD: u16 = 0;
-pub const IOCB_CMD_PWRITE: u16 = 1;
-pub const IOCB_CMD_FSYNC: u16 = 2;
-pub const IOCB_CMD_FDSYNC: u16 = 3;
-pub const IOCB_CMD_PREADV: u16 = 7;
-pub const IOCB_CMD_PWRITEV: u16 = 8;
-
-/// `aio_flags`: signal `aio_resfd` (an eventfd) on completion.
-pub const IOCB_FLAG_RESFD: u32 = 1;
-
-/// `struct iocb` from `<linux/aio_abi.h>` (little-endian layout).
-#[repr(C)]
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Iocb {
-    pub aio_data: u64,
-    pub aio_key: u32,
-    pub aio_rw_flags: i32,
-    pub aio_lio_opcode: u16,
-    pub aio_reqprio: i16,
-    pub aio_fildes: u32,
-    pub aio_buf: u64,
-    pub aio_nbytes: u64,
-    pub aio_offset: i64,
-    pub aio_reserved2: u64,
-    pub aio_flags: u32,
-    pub aio_resfd: u32,
-}
-
-/// `struct io_event` from `<linux/aio_abi.h>`.
-#[repr(C)]
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct IoEvent {
-    pub data: u64,
-    pub obj: u64,
-    pub res: i64,
-    pub res2: i64,
-}
-
-const _: () = assert!(std::mem::size_of::<Iocb>() == 64);
-const _: () = assert!(std::mem::size_of::<IoEvent>() == 32);
-
-fn syscall_result(ret: libc::c_long) -> io::Result<libc::c_long> {
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret)
-    }
-}
-
-/// `io_setup(nr, &ctx)` with `ctx` initialised to `initial` (the kernel
-/// requires 0; anything else must give EINVAL).
-pub fn io_setup_with_initial(nr: u32, initial: u64) -> io::Result<u64> {
-    let mut ctx: libc::c_ulong = initial as libc::c_ulong;
-    // SAFETY: `ctx` is a valid, writable aio_context_t for the kernel to fill.
-    syscall_result(unsafe { libc::syscall(libc::SYS_io_setup, nr, &mut ctx) })?;
-    Ok(ctx as u64)
-}
-
-/// `io_setup(nr)`: returns the context id.
-pub fn io_setup(nr: u32) -> io::Result<u64> {
-    io_setup_with_initial(nr, 0)
-}
-
-/// `io_destroy(ctx)`. Blocks until all in-flight requests have completed.
-///
-/// Destroying a context that a live [`Ring`] owns is memory-safe (the kernel
-/// waits for in-flight IO before returning) but makes that Ring useless.
-pub fn io_destroy(ctx: u64) -> io::Result<()> {
-    // SAFETY: io_destroy takes a plain integer; the kernel validates it.
-    syscall_result(unsafe { libc::syscall(libc::SYS_io_destroy, ctx as libc::c_ulong) }).map(|_| ())
-}
-
-/// `io_getevents(ctx, min_nr, events.len(), events, timeout)`.
-/// `timeout == None` blocks until `min_nr` events are available.
-pub fn io_getevents(
-    ctx: u64,
-    min_nr: usize,
-    events: &mut [IoEvent],
-    timeout: Option<Duration>,
-) -> io::Result<usize> {
-    let ts = timeout.map(|t| libc::timespec {
-        tv_sec: t.as_secs() as libc::time_t,
-        tv_nsec: t.subsec_nanos() as libc::c_long,
-    });
-    let ts_ptr = ts
-        .as_ref()
-        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
-    // SAFETY: `events` is a valid writable array of `events.len()` io_events
-    // (repr(C), matching the kernel ABI); `ts_ptr` is NULL or points at a
-    // live timespec. The kernel writes only within the call.
-    let n = syscall_result(unsafe {
-        libc::syscall(
-            libc::SYS_io_getevents,
-            ctx as libc::c_ulong,
-            min_nr as libc::c_long,
-            events.len() as libc::c_long,
-            events.as_mut_ptr(),
-            ts_ptr,
-        )
-    })?;
-    Ok(n as usize)
-}
-
-/// `io_cancel(ctx, obj, &result)` for the iocb at user address `obj`.
-/// `Ok(event)` when the kernel returned 0 and delivered the cancelled
-/// request's event in `result` (the pre-4.19 contract; such an event never
-/// reaches the ring: feed it to [`Ring::absorb`]); `Err` otherwise — 6.12
-/// answers `EINPROGRESS` when it cancelled (the event then comes through
-/// the ring) and `EINVAL` for requests that cannot be cancelled, e.g.
-/// reads, or that are not in flight.
-///
-/// Memory-safe for any `obj`, even one that was never submitted or whose
-/// memory has been freed: the kernel only reads `aio_key` through it with
-/// `get_user()` (EFAULT on a bad address) and compares the address with
-/// its requests; it writes only into `result`, which lives here.
-pub fn io_cancel(ctx: u64, obj: u64) -> io::Result<IoEvent> {
-    let mut result = IoEvent::default();
-    // SAFETY: see above; `result` is a valid writable io_event.
-    syscall_result(unsafe {
-        libc::syscall(
-            libc::SYS_io_cancel,
-            ctx as libc::c_ulong,
-            obj as usize as *mut Iocb,
-            &mut result as *mut IoEvent,
-        )
-    })?;
-    Ok(result)
-}
-
-/// `io_submit` of a single `IOCB_CMD_FSYNC` iocb on `fd` to an arbitrary
-/// (possibly bogus or destroyed) context id. Memory-safe whatever `ctx` is:
-/// an fsync iocb carries no buffer, and the kernel copies the iocb itself
-/// during the call.
-pub fn io_submit_fsync_probe(ctx: u64, fd: RawFd) -> io::Result<usize> {
-    let mut iocb = Iocb {
-        aio_lio_opcode: IOCB_CMD_FSYNC,
-        aio_fildes: fd as u32,
-        ..Default::default()
-    };
-    let mut ptrs = [&mut iocb as *mut Iocb];
-    // SAFETY: `ptrs` is a valid array of one pointer to a live iocb with no
-    // buffer attached; the kernel copies it during the call.
-    let n = syscall_result(unsafe {
-        libc::syscall(
-            libc::SYS_io_submit,
-            ctx as libc::c_ulong,
-            1 as libc::c_long,
-            ptrs.as_mut_ptr(),
-        )
-    })?;
-    Ok(n as usize)
-}
-
-/// A zeroed heap buffer with a chosen alignment (for O_DIRECT).
-pub struct AlignedBuf {
-    ptr: *mut u8,
-    layout: Layout,
-}
-
-impl AlignedBuf {
-    pub fn new(len: usize, align: usize) -> io::Result<AlignedBuf> {
-        let layout = Layout::from_size_align(len.max(1), align)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-        // SAFETY: layout has non-zero size.
-        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
-        if ptr.is_null() {
-            return Err(io::Error::new(
-                io::ErrorKind::OutOfMemory,
-                format!("cannot allocate {len} bytes aligned to {align}"),
-            ));
-        }
-        Ok(AlignedBuf { ptr, layout })
-    }
-
-    pub fn as_slice(&self) -> &[u8] {
-        // SAFETY: `ptr` is a live allocation of `layout.size()` initialised
-        // (zeroed) bytes owned by self.
-        unsafe { std::slice::from_raw_parts(self.ptr, self.layout.size()) }
-    }
-
-    pub fn as_mut_slice(&mut self) -> &mut [u8] {
-        // SAFETY: as above, and `&mut self` guarantees exclusive access.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.layout.size()) }
-    }
-}
-
-impl Drop for AlignedBuf {
-    fn drop(&mut self) {
-        // SAFETY: `ptr` was allocated with exactly `layout` and not freed yet.
-        unsafe { std::alloc::dealloc(self.ptr, self.layout) }
-    }
-}
+// The raw layer is the shared crate's; re-exported so the tests keep
+// naming it `aio::…`. Its `io_getevents` is one syscall: EINTR reaches the
+// caller (the tests count it), as it always did here.
+pub use bufaio_aio_sys::{
+    io_cancel, io_destroy, io_getevents, io_setup, io_setup_with_initial, io_submit_fsync_probe,
+    AlignedBuf, IoEvent, Iocb, IOCB_CMD_FDSYNC, IOCB_CMD_FSYNC, IOCB_CMD_PREAD, IOCB_CMD_PREADV,
+    IOCB_CMD_PWRITE, IOCB_CMD_PWRITEV, IOCB_FLAG_RESFD,
+};
 
 enum Mem {
     None,
@@ -525,18 +341,9 @@ impl Ring {
         // `self.inflight` below (their heap addresses do not change) and are
         // kept alive until their completion is reaped or the context is
         // destroyed (Drop), so the kernel never touches freed memory.
-        let ret = unsafe {
-            libc::syscall(
-                libc::SYS_io_submit,
-                self.ctx as libc::c_ulong,
-                ptrs.len() as libc::c_long,
-                ptrs.as_mut_ptr(),
-            )
-        };
-        let (accepted, error) = if ret < 0 {
-            (0, Some(io::Error::last_os_error()))
-        } else {
-            ((ret as usize).min(ops.len()), None)
+        let (accepted, error) = match unsafe { bufaio_aio_sys::io_submit(self.ctx, &mut ptrs) } {
+            Ok(n) => (n.min(ops.len()), None),
+            Err(e) => (0, Some(e)),
         };
         self.last_submit = t0.elapsed();
         let rejected = ops.split_off(accepted);

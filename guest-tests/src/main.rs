@@ -2,7 +2,6 @@
 //! host mode for development. See README.md for the guest protocol.
 
 mod aio;
-mod aiostats;
 mod cmdline;
 mod exec;
 mod fsx;

@@ -17,10 +17,10 @@ use super::inflight::{cold_files, cpu_factor, require_slow, Probes, PROBES};
 use super::write_data::{pwrite_pattern, submit_one, Model};
 use super::{pread_full, BlockDev, Ctx, Stop, TestResult, REAP_TIMEOUT};
 use crate::aio::{AlignedBuf, Op, Ring};
-use crate::aiostats::{self, Stats};
 use crate::pattern;
 use crate::sys;
 use crate::{ensure, ensure_str};
+use bufaio_contract::aiostats::{self, Stats};
 
 const KIB: usize = 1024;
 

@@ -3,65 +3,39 @@
 //! rendered as markdown and plotted as SVG. Everything here is pure except
 //! [`plot`]'s file output.
 
-// The counter names, shared with the guest side (one list for the kernel's
-// debugfs aio/stats); the host uses only NAMES.
-#[allow(dead_code)]
-#[path = "../../../guest-tests/src/aiostats.rs"]
-mod aiostats;
 pub mod plot;
 pub mod report;
 
-use serde::{Deserialize, Serialize};
+use bufaio_contract::aiostats;
+use bufaio_contract::bench::{KIND_FIO, KIND_POINT};
+use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
-pub struct Summary {
-    pub n: usize,
-    pub p50_us: f64,
-    pub p99_us: f64,
-    pub max_us: f64,
-    pub mean_us: f64,
-    pub total_s: f64,
-}
+/// The rows guest-bench prints, from the contract: the guest serializes the
+/// same structs, so a renamed field does not compile on either side.
+pub use bufaio_contract::bench::{FioPoint, Point, Summary};
 
-/// One measured point (a `"kind":"point"` line).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-#[serde(default)]
-pub struct Point {
-    pub fs: String,
-    pub workload: String,
-    pub engine: String,
-    pub qd: usize,
-    pub bs: usize,
-    pub ios: usize,
-    pub wall_s: f64,
-    pub iops: f64,
-    pub mib_s: f64,
-    pub submit: Option<Summary>,
-    pub lat: Option<Summary>,
-    pub submit_share: Option<f64>,
-    pub cpu_us_per_io: f64,
-    pub vcsw_per_io: f64,
-    pub ivcsw_per_io: f64,
-    pub ctx_per_io: f64,
-    pub sys_ctx_per_io: f64,
-    pub dev_reads_per_io: f64,
-    pub dev_kib_per_read: f64,
-    pub dev_writes_per_io: f64,
-    pub dev_kib_per_write: f64,
-    /// Deltas of the series' debugfs counters over the point (None: the
-    /// kernel has no `/sys/kernel/debug/aio/stats`).
-    pub aio_stats: Option<BTreeMap<String, u64>>,
-    pub errors: u64,
-    pub first_error: Option<String>,
-    pub submit_cdf_us: Vec<f64>,
-}
-
-impl Point {
+/// What the host derives from a point (the row itself is the contract's).
+pub trait PointExt {
     /// A buffered-write workload (`write4k`, `write4k-dsync`).
-    pub fn is_write(&self) -> bool {
+    fn is_write(&self) -> bool;
+    /// What a point is over the repeats: (fs, workload, engine, qd).
+    fn key(&self) -> Key;
+}
+
+impl PointExt for Point {
+    fn is_write(&self) -> bool {
         is_write(&self.workload)
+    }
+
+    fn key(&self) -> Key {
+        Key {
+            fs: self.fs.clone(),
+            workload: self.workload.clone(),
+            engine: self.engine.clone(),
+            qd: self.qd,
+        }
     }
 }
 
@@ -93,44 +67,12 @@ pub fn stats_summary(stats: &BTreeMap<String, u64>, ios: usize) -> String {
         .join(", ")
 }
 
-impl Point {
-    pub fn key(&self) -> Key {
-        Key {
-            fs: self.fs.clone(),
-            workload: self.workload.clone(),
-            engine: self.engine.clone(),
-            qd: self.qd,
-        }
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct Key {
     pub fs: String,
     pub workload: String,
     pub engine: String,
     pub qd: usize,
-}
-
-/// fio's figures for the same file (a `"kind":"fio"` line).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-#[serde(default)]
-pub struct FioPoint {
-    pub fs: String,
-    pub iodepth: usize,
-    pub ios: u64,
-    pub iops: f64,
-    pub slat_mean_us: f64,
-    pub slat_max_us: f64,
-    pub clat_p50_us: f64,
-    pub clat_p99_us: f64,
-    pub ctx: u64,
-    pub ctx_per_io: f64,
-    pub cpu_us_per_io: f64,
-    pub sys_ctx_per_io: f64,
-    pub dev_reads_per_io: f64,
-    pub error: Option<String>,
-    pub command: String,
 }
 
 /// Everything one guest run printed.
@@ -172,11 +114,11 @@ pub fn parse_output(text: &str) -> GuestOutput {
         match kind {
             "env" => o.env = Some(v),
             "fs" => o.filesystems.push(v),
-            "point" => match serde_json::from_value::<Point>(v) {
+            KIND_POINT => match serde_json::from_value::<Point>(v) {
                 Ok(p) => o.points.push(p),
                 Err(e) => o.errors.push(format!("line {}: bad point: {e}", i + 1)),
             },
-            "fio" => match serde_json::from_value::<FioPoint>(v) {
+            KIND_FIO => match serde_json::from_value::<FioPoint>(v) {
                 Ok(p) => o.fio.push(p),
                 Err(e) => o.errors.push(format!("line {}: bad fio line: {e}", i + 1)),
             },

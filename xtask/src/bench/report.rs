@@ -2,7 +2,7 @@
 //! 5's acceptance targets (PASS/MISS with the measured ratio).
 
 use super::{Agg, FioPoint};
-use crate::bench::{is_write, paired_ratio, stats_summary};
+use crate::bench::{is_write, paired_ratio, stats_summary, PointExt};
 use serde::Serialize;
 use std::fmt::Write;
 

@@ -1,8 +1,12 @@
 //! The series' AIO counters: `/sys/kernel/debug/aio/stats` (debugfs), one
 //! `name value` pair per line. Only the patched kernel has the file.
 //!
-//! Self-contained (std only), so another guest crate (guest-bench) can share
-//! it with `#[path = "../../guest-tests/src/aiostats.rs"] mod aiostats;`.
+//! Here in the contract, not in `bufaio-aio-sys`: the file is not part of
+//! the syscall ABI but text the kernel prints, and its counter names are a
+//! vocabulary both sides speak — guest-tests checks them, guest-bench
+//! reports their deltas in its JSON rows, and the host (`xtask bench`)
+//! orders and prints them. The host has no use for the syscall layer, so
+//! the names live where all three already depend. Std only.
 
 use std::collections::BTreeMap;
 use std::path::Path;
