@@ -11,6 +11,36 @@ fn results(dir: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).unwrap()).unwrap()
 }
 
+/// The verdict of test `name` on the kernel that ran variant `variant`
+/// alone (`unpatched`, `patched`) in a results.json's `kernels`.
+fn verdict(kernels: &[serde_json::Value], variant: &str, name: &str) -> String {
+    kernels
+        .iter()
+        .find(|k| k["variants"].as_array().unwrap().len() == 1 && k["variants"][0] == variant)
+        .and_then(|k| {
+            k["tests"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|t| t["name"] == name)
+        })
+        .map(|t| t["verdict"].as_str().unwrap().to_string())
+        .unwrap_or_default()
+}
+
+/// The A/B split: each new-behaviour test failed on the unpatched kernel
+/// (xfail) and passed on the patched one.
+fn assert_ab(kernels: &[serde_json::Value], names: &[&str], what: &str) {
+    for name in names {
+        assert_eq!(
+            verdict(kernels, "unpatched", name),
+            "xfail",
+            "{what} {name}"
+        );
+        assert_eq!(verdict(kernels, "patched", name), "pass", "{what} {name}");
+    }
+}
+
 #[test]
 fn suite_passes_on_ext2_and_ext3_both_kernels() {
     let (code, text, _) = xtask(&["run", "--kernel", "both"]);
@@ -56,28 +86,12 @@ fn suite_passes_on_ext2_and_ext3_both_kernels() {
     }
     // The A/B split: new-behaviour tests fail on the unpatched kernel (xfail)
     // and pass on the patched one; a suite that cannot tell them apart fails.
-    let verdict = |variant: &str, name: &str| -> String {
-        kernels
-            .iter()
-            .find(|k| k["variants"].as_array().unwrap().len() == 1 && k["variants"][0] == variant)
-            .and_then(|k| {
-                k["tests"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .find(|t| t["name"] == name)
-            })
-            .map(|t| t["verdict"].as_str().unwrap().to_string())
-            .unwrap_or_default()
-    };
-    for name in [
+    let names = [
         "read/nonblocking_submit@ext2",
         "read/nonblocking_submit@ext3",
         "read/batch_nonblocking@ext2",
-    ] {
-        assert_eq!(verdict("unpatched", name), "xfail", "{name} on unpatched");
-        assert_eq!(verdict("patched", name), "pass", "{name} on patched");
-    }
+    ];
+    assert_ab(kernels, &names, "6.12");
     let manifest = std::fs::read_to_string(dir.join("manifest.yaml")).unwrap();
     assert!(manifest.contains("qemu_command: "), "{manifest}");
     assert!(manifest.contains("tarball_sha256: "));
@@ -727,28 +741,11 @@ fn two_targets_one_table_each_and_a_series_that_does_not_apply_is_that_targets_1
         let r = results(run);
         let kernels = r["kernels"].as_array().unwrap();
         assert_eq!(kernels.len(), 2, "{release}: unpatched and patched");
-        let verdict = |variant: &str, name: &str| -> String {
-            kernels
-                .iter()
-                .find(|k| k["variants"][0] == variant)
-                .and_then(|k| {
-                    assert!(
-                        k["kernel_release"].as_str().unwrap().starts_with(release),
-                        "{k}"
-                    );
-                    k["tests"]
-                        .as_array()
-                        .unwrap()
-                        .iter()
-                        .find(|t| t["name"] == name)
-                })
-                .map(|t| t["verdict"].as_str().unwrap().to_string())
-                .unwrap_or_default()
-        };
-        for name in new_behaviour {
-            assert_eq!(verdict("unpatched", name), "xfail", "{release} {name}");
-            assert_eq!(verdict("patched", name), "pass", "{release} {name}");
+        for k in kernels {
+            let release_of = k["kernel_release"].as_str().unwrap();
+            assert!(release_of.starts_with(release), "{k}");
         }
+        assert_ab(kernels, &new_behaviour, release);
     }
     // The 6.12 series on 7.1 stops at patch 0002 (mainline reworked the
     // NOWAIT timestamp code): 7.1 untestable, the run still passes on 6.12.
