@@ -148,12 +148,15 @@ pub fn main(mut a: Args) -> Result<i32> {
         (None, Some(_)) => None,
         (None, None) => Some(10_000),
     };
-    let filters = if a.filters.is_empty() {
-        vec!["soak/*".to_string()]
-    } else {
-        a.filters.clone()
-    };
-    if let Some(bad) = filters.iter().find(|f| !f.starts_with("soak/")) {
+    // `!GLOB` excludes; with exclusions only, the workloads are soak/*.
+    let mut filters = a.filters.clone();
+    if filters.iter().all(|f| f.starts_with('!')) {
+        filters.insert(0, "soak/*".to_string());
+    }
+    if let Some(bad) = filters
+        .iter()
+        .find(|f| !f.trim_start_matches('!').starts_with("soak/"))
+    {
         return Err(usage(format!(
             "--filter {bad:?}: soak runs soak/* workloads only (use `cargo xtask run` for the suite)"
         )));
