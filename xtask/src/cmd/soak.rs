@@ -148,19 +148,7 @@ pub fn main(mut a: Args) -> Result<i32> {
         (None, Some(_)) => None,
         (None, None) => Some(10_000),
     };
-    // `!GLOB` excludes; with exclusions only, the workloads are soak/*.
-    let mut filters = a.filters.clone();
-    if filters.iter().all(|f| f.starts_with('!')) {
-        filters.insert(0, "soak/*".to_string());
-    }
-    if let Some(bad) = filters
-        .iter()
-        .find(|f| !f.trim_start_matches('!').starts_with("soak/"))
-    {
-        return Err(usage(format!(
-            "--filter {bad:?}: soak runs soak/* workloads only (use `cargo xtask run` for the suite)"
-        )));
-    }
+    let filters = soak_filters(&a.filters).map_err(usage)?;
     crate::deps::check()?;
     let mut ctx = a.common.context()?;
     if let Some(m) = a.disk_mib {
@@ -300,10 +288,53 @@ pub fn main(mut a: Args) -> Result<i32> {
 }
 
 /// A seed nobody chose: time and pid.
+/// The guest filter of a soak: the given globs, `soak/*` when none
+/// includes anything (no filter, or `!GLOB` exclusions only); any glob
+/// outside `soak/` is refused, naming it.
+fn soak_filters(given: &[String]) -> std::result::Result<Vec<String>, String> {
+    let mut filters = given.to_vec();
+    if filters.iter().all(|f| f.starts_with('!')) {
+        filters.insert(0, "soak/*".to_string());
+    }
+    match filters
+        .iter()
+        .find(|f| !f.trim_start_matches('!').starts_with("soak/"))
+    {
+        Some(bad) => Err(format!(
+            "--filter {bad:?}: soak runs soak/* workloads only (use `cargo xtask run` for the suite)"
+        )),
+        None => Ok(filters),
+    }
+}
+
 fn fresh_seed() -> u64 {
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
     soak::shard_seed(t ^ u64::from(std::process::id()), 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::soak_filters;
+
+    fn f(v: &[&str]) -> Result<Vec<String>, String> {
+        soak_filters(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn filters_default_exclude_and_refuse() {
+        assert_eq!(f(&[]).unwrap(), ["soak/*"]);
+        assert_eq!(f(&["soak/fsx@*"]).unwrap(), ["soak/fsx@*"]);
+        assert_eq!(f(&["!soak/fsx@*"]).unwrap(), ["soak/*", "!soak/fsx@*"]);
+        assert_eq!(
+            f(&["soak/libaio*", "!soak/libaio_inline@*"]).unwrap(),
+            ["soak/libaio*", "!soak/libaio_inline@*"]
+        );
+        for bad in [&["read/*"][..], &["!read/*"], &["soak/fsx@*", "basic/*"]] {
+            let e = f(bad).unwrap_err();
+            assert!(e.contains("soak runs soak/* workloads only"), "{e}");
+        }
+    }
 }
